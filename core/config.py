@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "linear", "softmax")
-HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "linear")
 INITS = ("random", "he", "xavier", "xavier_uniform", "lecun")
 DISTRIBUTIONS = ("normal", "uniform")
 LOSSES = ("auto", "cross_entropy", "bce", "mse")
@@ -110,7 +109,7 @@ class LayersConfig:
             pass  # a linear/softmax model with no hidden layer is allowed
         for i, units in enumerate(self.hidden):
             check_range(f"layers.hidden[{i}]", units, low=1)
-        check_choice("layers.activation", self.activation, HIDDEN_ACTIVATIONS)
+        check_choice("layers.activation", self.activation, ACTIVATIONS)
         check_range("layers.leaky_slope", self.leaky_slope, low=0.0, high=1.0, high_open=True)
         check_choice("layers.init", self.init, INITS)
         check_choice("layers.distribution", self.distribution, DISTRIBUTIONS)
