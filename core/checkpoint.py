@@ -1,0 +1,104 @@
+"""Checkpoints: parameters, network spec and data normalization in one .npz file.
+
+Loading validates everything it reads and raises CheckpointError with one clear line; a
+bad file is never half-loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError
+from .network import NetworkSpec
+
+FORMAT = "nnsweep-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint file is missing, corrupt or does not match its spec."""
+
+
+@dataclass
+class Checkpoint:
+    params: np.ndarray
+    spec: NetworkSpec
+    mean: np.ndarray  # (n_in,) standardization fitted on the training split
+    std: np.ndarray
+    task: str = "classification"
+    classes: np.ndarray | None = None  # original label values, index i <-> class i
+    meta: dict = field(default_factory=dict)  # dataset name, config, metrics: JSON-able
+
+    def transform(self, X_raw: np.ndarray) -> np.ndarray:
+        return ((np.asarray(X_raw, dtype=np.float64) - self.mean) / self.std).astype(self.params.dtype)
+
+
+def save(path: str | Path, ckpt: Checkpoint) -> Path:
+    """Write atomically (temp file + rename) so a reader never sees half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    arrays = {
+        "format": np.array(FORMAT),
+        "version": np.array(VERSION),
+        "params": ckpt.params,
+        "spec": np.array(ckpt.spec.to_json()),
+        "mean": np.asarray(ckpt.mean, dtype=np.float64),
+        "std": np.asarray(ckpt.std, dtype=np.float64),
+        "task": np.array(ckpt.task),
+        "meta": np.array(json.dumps(ckpt.meta, default=str)),
+    }
+    if ckpt.classes is not None:
+        arrays["classes"] = np.asarray(ckpt.classes)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.npz"
+    if not path.exists():
+        raise CheckpointError(f"checkpoint: no such file '{path}'")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise CheckpointError(f"checkpoint: '{path}' is not a readable .npz checkpoint ({e})") from None
+    missing = [k for k in ("format", "params", "spec", "mean", "std") if k not in data]
+    if missing or str(data.get("format")) != FORMAT:
+        raise CheckpointError(
+            f"checkpoint: '{path}' is not an nnsweep checkpoint (missing {', '.join(missing) or 'format'})"
+        )
+    try:
+        spec = NetworkSpec.from_json(str(data["spec"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint: '{path}' has a corrupt network spec ({e})") from None
+    params, mean, std = data["params"], data["mean"], data["std"]
+    if params.ndim != 1 or params.size != spec.n_params:
+        raise CheckpointError(
+            f"checkpoint: '{path}' params has {params.size} values; its spec needs {spec.n_params}"
+        )
+    if mean.shape != (spec.n_in,) or std.shape != (spec.n_in,):
+        raise CheckpointError(
+            f"checkpoint: '{path}' normalization has shape {mean.shape}; expected ({spec.n_in},)"
+        )
+    if not np.all(np.isfinite(params)):
+        raise CheckpointError(f"checkpoint: '{path}' params contain NaN or inf")
+    meta = json.loads(str(data["meta"])) if "meta" in data else {}
+    return Checkpoint(
+        params=params,
+        spec=spec,
+        mean=mean,
+        std=std,
+        task=str(data.get("task", "classification")),
+        classes=data.get("classes"),
+        meta=meta,
+    )

@@ -1,0 +1,55 @@
+"""Engine registry: config name -> engine class, imported lazily (numba is slow to import)."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from ..config import ENGINES, ConfigError, ExperimentConfig, check_choice
+from ..network import NetworkSpec
+from .base import Engine
+
+__all__ = ["Engine", "make_engine", "resolve_engine", "ENGINE_CLASSES"]
+
+# name -> "module:Class"; "auto" is resolved by resolve_engine
+ENGINE_CLASSES = {
+    "numpy": "core.engines.numpy_engine:NumpyEngine",
+    "cpu": "core.engines.numpy_engine:NumpyEngine",
+}
+
+
+def cuda_available() -> bool:
+    try:
+        from numba import cuda
+    except Exception:  # numba missing its CUDA bits entirely
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:
+        return False
+
+
+def resolve_engine(name: str) -> str:
+    """The concrete engine for a config name; engine=cuda without a GPU is an error."""
+    check_choice("engine.name", name, ENGINES)
+    if name == "auto":
+        return "cuda" if "cuda" in ENGINE_CLASSES and cuda_available() else "cpu"
+    if name == "cuda" and not cuda_available():
+        raise ConfigError(
+            "engine.name: cuda was asked for but numba.cuda.is_available() is False on this "
+            "machine; use engine=cpu or engine=auto"
+        )
+    if name not in ENGINE_CLASSES:
+        raise ConfigError(f"engine.name: {name!r} is not built; available: {', '.join(ENGINE_CLASSES)}")
+    return name
+
+
+def engine_class(name: str) -> type[Engine]:
+    module, cls = ENGINE_CLASSES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_engine(cfg: ExperimentConfig, spec: NetworkSpec, params: np.ndarray) -> Engine:
+    name = resolve_engine(cfg.engine.name)
+    return engine_class(name)(spec, params, cfg.optimizer, cfg.regularization, seed=cfg.trainer.seed)

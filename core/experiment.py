@@ -1,0 +1,157 @@
+"""One experiment end to end: data -> network -> engine -> fit -> test -> files.
+
+``run(cfg)`` is the function every entry point calls (run.py, the sweeper, tests). It
+writes into ``out_dir`` (when given):
+  metrics.csv   one row per epoch
+  summary.json  final train/val/test metrics, best epoch, stop reason, seconds, engine, config
+  model.npz     the checkpoint (best weights when early stopping restores them)
+  curves.png    loss, accuracy and lr against epoch
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint as C
+from .config import ConfigError, ExperimentConfig
+from .data import Dataset, load_dataset
+from .engines import make_engine, resolve_engine
+from .network import build_spec, init_params
+from .trainer import Callback, FitResult, fit
+
+
+def resolve_loss(requested: str, ds: Dataset) -> str:
+    if requested == "auto":
+        return "cross_entropy" if ds.task == "classification" else "mse"
+    if ds.task == "regression" and requested != "mse":
+        raise ConfigError(f"trainer.loss: {requested!r} needs class labels; allowed for regression: mse")
+    if requested == "bce" and ds.n_outputs != 2:
+        raise ConfigError(
+            f"trainer.loss: bce needs 2 classes, the data has {ds.n_outputs}; allowed: cross_entropy, mse"
+        )
+    return requested
+
+
+def n_outputs(loss: str, ds: Dataset) -> int:
+    return 1 if loss == "bce" else ds.n_outputs
+
+
+def targets(y: np.ndarray, loss: str, n_out: int, dtype: str | np.dtype) -> np.ndarray:
+    """Dense target matrix (n, n_out): one-hot classes, a 0/1 column for bce, or values."""
+    if y.ndim == 2:  # regression values
+        return y.astype(dtype)
+    if loss == "bce":
+        return y.reshape(-1, 1).astype(dtype)
+    T = np.zeros((len(y), n_out), dtype=dtype)
+    T[np.arange(len(y)), y] = 1
+    return T
+
+
+def build(cfg: ExperimentConfig, ds: Dataset):
+    """Network spec and initial parameters for this config and data set."""
+    loss = resolve_loss(cfg.trainer.loss, ds)
+    spec = build_spec(cfg.layers, cfg.regularization, n_in=ds.n_features, n_out=n_outputs(loss, ds), loss=loss)
+    L = cfg.layers
+    params = init_params(
+        spec, init=L.init, distribution=L.distribution, scale=L.init_scale, seed=cfg.trainer.seed, dtype=cfg.trainer.dtype
+    )
+    return spec, params
+
+
+def _threads(n: int | None):
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n)
+
+
+def run(
+    cfg: ExperimentConfig,
+    *,
+    out_dir: str | Path | None = None,
+    callbacks: tuple[Callback, ...] | list[Callback] = (),
+    plot: bool = True,
+) -> dict[str, Any]:
+    """Train one network as configured; return the summary (also written to out_dir)."""
+    start = time.perf_counter()
+    engine_name = resolve_engine(cfg.engine.name)  # fail before loading data
+    ds = load_dataset(cfg.data, dtype=cfg.trainer.dtype)
+    spec, params = build(cfg, ds)
+    dtype = cfg.trainer.dtype
+    T = {name: targets(getattr(ds, name).y, spec.loss, spec.n_out, dtype) for name in ("train", "val", "test")}
+    with _threads(cfg.engine.threads):
+        engine = make_engine(cfg, spec, params)
+        try:
+            result = fit(engine, cfg, ds.train.X, T["train"], ds.val.X, T["val"], callbacks)
+            final = {
+                split: engine.evaluate(getattr(ds, split).X, T[split]) for split in ("train", "val", "test")
+            }
+            final_params = engine.get_params()
+        finally:
+            engine.close()
+    summary = make_summary(cfg, result, final, engine_name, spec.n_params, ds, time.perf_counter() - start)
+    if out_dir is not None:
+        write_outputs(Path(out_dir), cfg, result, summary, final_params, spec, ds, plot=plot)
+    return summary
+
+
+def make_summary(
+    cfg: ExperimentConfig, result: FitResult, final: dict, engine: str, n_params: int, ds: Dataset, seconds: float
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for split, (loss, acc) in final.items():
+        summary[f"{split}_loss"] = loss
+        summary[f"{split}_accuracy"] = acc
+    summary.update(
+        best_epoch=result.best_epoch,
+        best_value=result.best_value,
+        monitor=result.monitor,
+        epochs_run=len(result.history),
+        stop_reason=result.stop_reason,
+        train_seconds=result.seconds,
+        seconds=seconds,
+        engine=engine,
+        n_params=n_params,
+        dataset=ds.name,
+        task=ds.task,
+    )
+    return summary
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def write_outputs(
+    out: Path, cfg: ExperimentConfig, result: FitResult, summary: dict, params: np.ndarray, spec, ds: Dataset, *, plot: bool
+) -> None:
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = pd.DataFrame(result.history)
+    metrics.to_csv(out / "metrics.csv", index=False)
+    config = asdict(cfg)
+    (out / "summary.json").write_text(json.dumps(_json_safe({**summary, "config": config}), indent=2))
+    meta = {"dataset": ds.name, "feature_names": ds.feature_names, "image_shape": ds.image_shape, "config": config}
+    C.save(out / "model.npz", C.Checkpoint(params, spec, ds.mean, ds.std, ds.task, ds.classes, _json_safe(meta)))
+    if plot and len(metrics):
+        from .plots import plot_curves
+
+        plot_curves(metrics, out / "curves.png", title=f"{ds.name}: {summary['stop_reason']} after {len(metrics)} epochs")

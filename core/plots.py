@@ -1,0 +1,53 @@
+"""Run plots drawn with seaborn (imported lazily: plotting is slow to import)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+
+def _pyplot():
+    import matplotlib
+
+    if not os.environ.get("DISPLAY") or os.environ.get("MPLBACKEND", "").lower() == "agg":
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save atomically: a viewer never reads half a PNG."""
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_curves(metrics: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
+    """Loss, accuracy and learning rate against epoch, train and validation overlaid."""
+    import seaborn as sns
+
+    plt = _pyplot()
+    sns.set_theme(style="whitegrid", context="notebook")
+    has_acc = metrics["val_accuracy"].notna().any()
+    panels = 3 if has_acc else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.8))
+    for i, (name, label) in enumerate([("loss", "loss"), ("accuracy", "accuracy")][: panels - 1]):
+        long = metrics.melt(
+            id_vars="epoch", value_vars=[f"train_{name}", f"val_{name}"], var_name="split", value_name=label
+        )
+        long["split"] = long["split"].str.replace(f"_{name}", "", regex=False)
+        sns.lineplot(data=long, x="epoch", y=label, hue="split", ax=axes[i], marker="o" if len(metrics) < 30 else None)
+        axes[i].set_title(label)
+    sns.lineplot(data=metrics, x="epoch", y="lr", ax=axes[-1], color="tab:green")
+    axes[-1].set_title("learning rate")
+    axes[-1].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, Path(path))
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,115 @@
+"""run(cfg) end to end: files written, checkpoints, bad input, and the digits quality bar."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import checkpoint as C
+from core.config import ConfigError, DataConfig, TrainerConfig
+from core.experiment import run, targets
+from core.network import predict_logits
+from tests.helpers import tiny_config
+
+
+def test_run_writes_metrics_summary_and_checkpoint(tmp_path):
+    cfg = tiny_config(epochs=3)
+    summary = run(cfg, out_dir=tmp_path, plot=False)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2, 3]
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert saved["config"]["optimizer"]["name"] == "adam"
+    assert saved["epochs_run"] == 3 and saved["stop_reason"] == "max_epochs"
+    # the checkpoint reproduces the reported test accuracy on its own
+    ckpt = C.load(tmp_path / "model.npz")
+    from core.data import load_dataset
+
+    ds = load_dataset(cfg.data)
+    logits = predict_logits(ckpt.params, ckpt.spec, ds.test.X)
+    acc = np.mean(np.argmax(logits, 1) == ds.test.y)
+    assert acc == pytest.approx(summary["test_accuracy"])
+    np.testing.assert_allclose(ckpt.mean, ds.mean)
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    run(tiny_config(epochs=2), out_dir=tmp_path, plot=False)
+    a = C.load(tmp_path / "model.npz")
+    C.save(tmp_path / "copy.npz", a)
+    b = C.load(tmp_path / "copy.npz")
+    np.testing.assert_array_equal(a.params, b.params)
+    assert a.spec == b.spec and a.params.dtype == b.params.dtype
+    np.testing.assert_array_equal(a.classes, b.classes)
+    X = np.random.default_rng(0).normal(size=(4, 2))
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+
+
+def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path):
+    run(tiny_config(epochs=1), out_dir=tmp_path, plot=False)
+    good = tmp_path / "model.npz"
+    with pytest.raises(C.CheckpointError, match="no such file"):
+        C.load(tmp_path / "nope.npz")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(C.CheckpointError, match="not a readable"):
+        C.load(truncated)
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    with pytest.raises(C.CheckpointError, match="not a readable"):
+        C.load(text)
+    ckpt = C.load(good)
+    ckpt.params = ckpt.params[:-1]
+    np.savez(tmp_path / "short.npz", format="nnsweep-checkpoint", params=ckpt.params, spec=ckpt.spec.to_json(), mean=ckpt.mean, std=ckpt.std)
+    with pytest.raises(C.CheckpointError, match="its spec needs"):
+        C.load(tmp_path / "short.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(C.CheckpointError, match="not an nnsweep checkpoint"):
+        C.load(tmp_path / "other.npz")
+    assert C.load(good).params.size > 0  # the good file is untouched
+
+
+def test_targets_encoding():
+    y = np.array([2, 0, 1])
+    np.testing.assert_array_equal(targets(y, "cross_entropy", 3, "float64"), np.eye(3)[[2, 0, 1]])
+    np.testing.assert_array_equal(targets(np.array([1, 0]), "bce", 1, "float32"), [[1], [0]])
+
+
+@pytest.mark.parametrize("loss", ["bce", "mse"])
+def test_other_losses_train(loss, tmp_path):
+    cfg = tiny_config(epochs=40, lr=0.02, hidden=(16,))
+    cfg.trainer.loss = loss
+    summary = run(cfg, plot=False)
+    assert summary["val_accuracy"] > 0.8
+
+
+def test_bce_on_three_classes_names_the_field():
+    cfg = tiny_config(data="blobs")
+    cfg.trainer.loss = "bce"
+    with pytest.raises(ConfigError, match="trainer.loss"):
+        run(cfg)
+
+
+def test_bad_values_fail_before_training():
+    with pytest.raises(ConfigError, match="trainer.batch_size"):
+        TrainerConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="regularization.dropout"):
+        tiny_config().regularization.__class__(dropout=1.0)
+    with pytest.raises(ConfigError, match="data.name"):
+        DataConfig(name="mnist")
+
+
+def test_digits_quality_bar():
+    """A small MLP on scikit-learn's bundled digits reaches >= 95% test accuracy."""
+    cfg = tiny_config(data="digits", hidden=(64,), epochs=30, batch_size=32, lr=2e-3)
+    cfg.layers.activation = "relu"
+    cfg.trainer.early_stopping.enabled = True
+    cfg.trainer.early_stopping.patience = 8
+    t0 = time.perf_counter()
+    summary = run(cfg, plot=False)
+    print(f"digits: test acc {summary['test_accuracy']:.4f}, epochs {summary['epochs_run']}, "
+          f"{time.perf_counter() - t0:.2f} s")
+    assert summary["test_accuracy"] >= 0.95
