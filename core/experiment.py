@@ -80,8 +80,13 @@ def run(
     out_dir: str | Path | None = None,
     callbacks: tuple[Callback, ...] | list[Callback] = (),
     plot: bool = True,
+    evaluate_test: bool = True,
 ) -> dict[str, Any]:
-    """Train one network as configured; return the summary (also written to out_dir)."""
+    """Train one network as configured; return the summary (also written to out_dir).
+
+    ``evaluate_test=False`` leaves the test split untouched (NaN metrics): a search selects on
+    validation only and evaluates just its best model on test, once.
+    """
     start = time.perf_counter()
     engine_name = resolve_engine(cfg.engine.name)  # fail before loading data
     ds = load_dataset(cfg.data, dtype=cfg.trainer.dtype)
@@ -92,9 +97,9 @@ def run(
         engine = make_engine(cfg, spec, params)
         try:
             result = fit(engine, cfg, ds.train.X, T["train"], ds.val.X, T["val"], callbacks)
-            final = {
-                split: engine.evaluate(getattr(ds, split).X, T[split]) for split in ("train", "val", "test")
-            }
+            splits = ("train", "val", "test") if evaluate_test else ("train", "val")
+            final = {split: engine.evaluate(getattr(ds, split).X, T[split]) for split in splits}
+            final.setdefault("test", (float("nan"), float("nan")))
             final_params = engine.get_params()
         finally:
             engine.close()
