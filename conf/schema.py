@@ -1,0 +1,120 @@
+"""Hydra structured-config schemas, taken from ``core.config`` (the single source of truth).
+
+``register()`` stores ``core.config.ExperimentConfig`` in Hydra's ConfigStore as
+``experiment_schema``; ``conf/config.yaml`` lists it first in its defaults, so every group
+option and command-line override is merged into the typed dataclass fields. A wrong type
+(``optimizer.lr=abc``) or an unknown key (``optimizer.foo=1``) therefore fails at compose
+time with the key named; out-of-range values fail in the dataclasses' ``__post_init__`` when
+``to_experiment`` converts the composed config with ``OmegaConf.to_object``.
+
+The YAML files under conf/ only set values; defaults and ranges live in core.config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, MissingConfigException
+from hydra.initialize import get_gh_backup, restore_gh_from_backup
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from core.config import ConfigError, ExperimentConfig
+
+__all__ = ["CONF_DIR", "SCHEMA_NAME", "compose_experiment", "register", "to_experiment"]
+
+CONF_DIR = Path(__file__).resolve().parent
+SCHEMA_NAME = "experiment_schema"  # the name conf/config.yaml lists first in its defaults
+
+
+def register() -> None:
+    """Store the ExperimentConfig schema in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    if f"{SCHEMA_NAME}.yaml" not in cs.repo:
+        cs.store(name=SCHEMA_NAME, node=ExperimentConfig)
+
+
+def to_experiment(cfg: DictConfig) -> ExperimentConfig:
+    """Composed config -> validated ExperimentConfig; ConfigError (one line) on a bad value."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    _check_keys(cfg, ExperimentConfig, "")  # also keys added with +key=..., which Hydra allows
+    try:
+        # merging into the schema also types a plain DictConfig (e.g. loaded from a YAML file)
+        typed = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), cfg)
+        exp = OmegaConf.to_object(typed)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_omegaconf_message(e)) from None
+    assert isinstance(exp, ExperimentConfig)
+    return exp
+
+
+def compose_experiment(
+    overrides: list[str], *, config_name: str = "config"
+) -> tuple[DictConfig, ExperimentConfig]:
+    """Compose conf/ with Hydra overrides; return the DictConfig and the validated dataclasses.
+
+    Safe to call many times in one process, also inside a running Hydra app: the global Hydra
+    state is set aside and restored. Bad overrides raise ConfigError with one line.
+    """
+    register()
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+    except MissingConfigException as e:
+        raise ConfigError(_missing_message(e)) from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(_omegaconf_message(e)) from None
+    except HydraException as e:
+        cause = e.__cause__
+        if isinstance(cause, OmegaConfBaseException):
+            raise ConfigError(_omegaconf_message(cause)) from None
+        raise ConfigError(_one_line(str(e))) from None
+    finally:
+        restore_gh_from_backup(backup)
+    return cfg, to_experiment(cfg)
+
+
+def _check_keys(node: DictConfig, cls: type, prefix: str) -> None:
+    """Raise ConfigError for a key that is no field of the dataclass ``cls`` (recursively)."""
+    hints = typing.get_type_hints(cls)
+    for key in node.keys():
+        name = f"{prefix}{key}"
+        if key not in hints:
+            raise ConfigError(f"{name}: unknown key; allowed: {', '.join(hints)}")
+        value = node._get_node(key)
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, DictConfig):
+            _check_keys(value, hints[key], f"{name}.")
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
+def _missing_message(e: MissingConfigException) -> str:
+    """'optimizer: unknown option 'nope'; allowed: adam, ...' for a missing group option."""
+    missing = e.missing_cfg_file or ""
+    if "/" in missing and e.options:
+        group, option = missing.rsplit("/", 1)
+        return f"{group}: unknown option {option!r}; allowed: {', '.join(sorted(e.options))}"
+    return _one_line(str(e))
+
+
+def _omegaconf_message(e: OmegaConfBaseException) -> str:
+    """OmegaConf's multi-line error -> 'full.key: what went wrong'."""
+    key = getattr(e, "full_key", None)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    first = re.sub(r"\s+", " ", first)
+    cls = getattr(e, "object_type", None)
+    if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and cls is not None and dataclasses.is_dataclass(cls):
+        first += f"; allowed: {', '.join(f.name for f in dataclasses.fields(cls))}"
+    return f"{key}: {first}" if key else first
