@@ -64,7 +64,8 @@ class Engine(ABC):
         if len(X) == 0:
             return float("nan"), float("nan")
         logits = self.predict_logits(X)
-        loss = F.loss_value(self.spec.loss, logits, T)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            loss = F.loss_value(self.spec.loss, logits, T)
         return loss, accuracy(self.spec.loss, logits, T)
 
     def close(self) -> None:

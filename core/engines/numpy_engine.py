@@ -30,6 +30,11 @@ class NumpyEngine(Engine):
         self.T = np.ascontiguousarray(T, dtype=self.dtype)
 
     def train_epoch(self, order, lrs, batch_size):
+        # a diverging run overflows: the trainer sees the non-finite loss and stops it
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._train_epoch(order, lrs, batch_size)
+
+    def _train_epoch(self, order, lrs, batch_size):
         reg = self.regularization
         total_loss, correct, seen = 0.0, 0, 0
         for i, start in enumerate(range(0, len(order), batch_size)):
@@ -49,7 +54,8 @@ class NumpyEngine(Engine):
         return total_loss / seen, acc
 
     def predict_logits(self, X):
-        return N.predict_logits(self.params, self.spec, np.asarray(X, dtype=self.dtype))
+        with np.errstate(over="ignore", invalid="ignore"):
+            return N.predict_logits(self.params, self.spec, np.asarray(X, dtype=self.dtype))
 
     def get_params(self):
         return self.params.copy()

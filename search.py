@@ -1,0 +1,129 @@
+"""Optuna search over nnsweep experiments.
+
+    python search.py --trials 200                       # the default space on digits
+    python search.py --trials 50 --space quick data=moons engine=cpu
+    python search.py --trials 300 --study big --jobs 2  # resume `big` up to 300 trials, 2 workers
+
+Trailing arguments are Hydra overrides applied to every trial. Results land in
+outputs/studies/<study>/: journal.log (the storage), trials/<n>/, trials.csv, epochs.csv,
+plots/*.png, best/ and summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sweeper.study import PRUNERS, SAMPLERS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Optuna hyperparameter search for nnsweep networks.",
+        epilog="Anything after the flags is a Hydra override for every trial, e.g. data=moons.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--trials", type=int, default=20, help="target total of finished trials in the study")
+    p.add_argument("--study", default=None, help="study name (default: the space name)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file; "
+                        "default: outputs/studies/<study>/journal.log")
+    p.add_argument("--space", default="default", help="conf/search/<name>.yaml or a path to a YAML file")
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    p.add_argument("--pruner", default="median", choices=PRUNERS)
+    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (worker i uses seed + i)")
+    p.add_argument("--metric", default=None, help="objective: val_accuracy | val_loss (default: the space's)")
+    p.add_argument("--direction", default=None, choices=("minimize", "maximize"),
+                   help="default: the space's, else maximize for accuracy and minimize for loss")
+    p.add_argument("--out", default="outputs/studies", help="root folder of studies")
+    p.add_argument("--no-plots", action="store_true", help="skip the seaborn plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=moons trainer.epochs=20")
+    return p.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from conf.schema import CONF_DIR, compose_experiment
+    from sweeper.space import load_space
+    from sweeper.study import StudySettings
+
+    space = load_space(args.space, CONF_DIR)
+    metric = args.metric or space.metric or "val_accuracy"
+    direction = args.direction or space.direction or ("maximize" if "accuracy" in metric else "minimize")
+    settings = StudySettings(
+        name=args.study or Path(args.space).stem,
+        space=space,
+        trials=args.trials,
+        root=Path(args.out),
+        storage=args.storage,
+        jobs=args.jobs,
+        timeout=args.timeout,
+        seed=args.seed,
+        metric=metric,
+        direction=direction,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        overrides=list(args.overrides),
+    )
+    check_space(settings, compose_experiment)
+    return settings
+
+
+def check_space(settings, compose) -> None:
+    """Compose one config per extreme of every parameter before the first trial, so a bad
+    key or value fails now, naming it, instead of in every trial."""
+    import optuna
+
+    from sweeper.space import SearchSpace
+
+    space: SearchSpace = settings.space
+    for pick in (0, -1):
+        fixed = {}
+        for name, dist in space.params.items():
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                fixed[name] = dist.choices[pick]
+            elif isinstance(dist, optuna.distributions.BaseDistribution):
+                fixed[name] = dist.low if pick == 0 else dist.high
+        if space.depth is not None:
+            fixed["layers.depth"] = space.depth.low if pick == 0 else space.depth.high
+            for i in range(int(fixed["layers.depth"])):
+                fixed[f"layers.units_{i}"] = space.units.low if pick == 0 else space.units.high
+        compose(space.overrides_for(fixed) + list(settings.overrides))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.config import ConfigError
+
+    args = parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        from sweeper.report import write_report
+        from sweeper.study import run_study
+        from sweeper.storage import describe
+
+        print(f"study {settings.name!r}: {settings.trials} trials, space {settings.space.source}, "
+              f"storage {describe(settings.storage, settings.dir)}", file=sys.stderr)
+        study = run_study(settings, progress=not args.quiet)
+        summary = write_report(study, settings.dir, plots=not args.no_plots)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the study is saved; run the same command to resume", file=sys.stderr)
+        return 130
+    if summary.get("best_trial") is None:
+        print("no trial completed; see trials.csv for the fail reasons", file=sys.stderr)
+    else:
+        print(f"best trial #{summary['best_trial']}: {settings.metric} = {summary['value']:.4f}"
+              f" (test accuracy {summary.get('test_accuracy', float('nan')):.4f})")
+        print("params: " + json.dumps(summary["params"], default=str))
+    print(f"results: {settings.dir}/ (trials.csv, epochs.csv, plots/, best/, summary.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

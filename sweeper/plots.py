@@ -1,0 +1,181 @@
+"""Seaborn plots of a study: history, each hyperparameter against the objective, learning
+curves by trial state (shows pruning), parameter importance, and a heatmap of the two most
+important parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+STATE_COLORS = {"COMPLETE": "tab:blue", "PRUNED": "tab:orange", "FAIL": "tab:red", "STALE": "tab:gray",
+                "RUNNING": "tab:green", "WAITING": "tab:purple"}
+
+
+def _setup():
+    from core.plots import _pyplot
+
+    import seaborn as sns
+
+    plt = _pyplot()
+    sns.set_theme(style="whitegrid", context="notebook")
+    return plt, sns
+
+
+def _save(fig, path: Path) -> Path:
+    from core.plots import save_figure
+
+    save_figure(fig, path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def param_columns(study, trials: pd.DataFrame) -> list[str]:
+    names: list[str] = []
+    for t in study.get_trials(deepcopy=False):
+        names += [n for n in t.params if n not in names]
+    return [n for n in names if n in trials and trials[n].nunique(dropna=True) > 1]
+
+
+def is_log(study, name: str) -> bool:
+    for t in study.get_trials(deepcopy=False):
+        if name in t.distributions:
+            return bool(getattr(t.distributions[name], "log", False))
+    return False
+
+
+def is_categorical(study, name: str) -> bool:
+    from optuna.distributions import CategoricalDistribution
+
+    for t in study.get_trials(deepcopy=False):
+        if name in t.distributions:
+            return isinstance(t.distributions[name], CategoricalDistribution)
+    return True
+
+
+def plot_history(study, trials: pd.DataFrame, path: Path) -> Path:
+    plt, sns = _setup()
+    metric = study.user_attrs.get("metric", "objective")
+    done = trials[trials["state"] == "COMPLETE"].copy()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if len(done):
+        sns.scatterplot(data=done, x="number", y="value", ax=ax, color="tab:blue", label="complete trial", s=30)
+        maximize = study.direction.name == "MAXIMIZE"
+        best = done["value"].cummax() if maximize else done["value"].cummin()
+        ax.step(done["number"], best, where="post", color="tab:red", label="best so far")
+    pruned = trials[trials["state"] == "PRUNED"]
+    if len(pruned) and pruned["value"].notna().any():
+        sns.scatterplot(data=pruned, x="number", y="value", ax=ax, color="tab:orange", marker="x",
+                        label="pruned (last reported)", s=30)
+    ax.set(xlabel="trial", ylabel=metric, title=f"{study.study_name}: optimisation history ({len(trials)} trials)")
+    ax.legend(loc="best")
+    return _save(fig, path)
+
+
+def plot_params(study, trials: pd.DataFrame, path: Path) -> Path:
+    plt, sns = _setup()
+    metric = study.user_attrs.get("metric", "objective")
+    names = param_columns(study, trials)
+    done = trials[trials["state"] == "COMPLETE"]
+    cols = min(3, max(1, len(names)))
+    rows = max(1, -(-len(names) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        data = done[[name, "value"]].dropna()
+        if is_categorical(study, name):
+            data = data.assign(**{name: data[name].astype(str)})
+            order = sorted(data[name].unique())
+            sns.boxplot(data=data, x=name, y="value", ax=ax, order=order, color="0.85", fliersize=0)
+            sns.stripplot(data=data, x=name, y="value", ax=ax, order=order, color="tab:blue", size=4)
+            ax.tick_params(axis="x", rotation=30)
+        else:
+            sns.scatterplot(data=data, x=name, y="value", ax=ax, color="tab:blue", s=25)
+            if is_log(study, name):
+                ax.set_xscale("log")
+        ax.set(title=name, xlabel="", ylabel=metric)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    if not names:
+        axes.flat[0].text(0.5, 0.5, "no parameter varied", ha="center", va="center")
+    fig.suptitle(f"{study.study_name}: {metric} against each hyperparameter (complete trials)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_curves(study, epochs: pd.DataFrame, path: Path) -> Path:
+    plt, sns = _setup()
+    metric = study.user_attrs.get("metric", "objective")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if len(epochs):
+        present = [s for s in STATE_COLORS if s in set(epochs["state"])]
+        sns.lineplot(data=epochs, x="epoch", y="value", hue="state", units="trial", estimator=None,
+                     hue_order=present, palette=STATE_COLORS, ax=ax, alpha=0.6, linewidth=1)
+    ax.set(ylabel=f"{metric} (reported each epoch)", title=f"{study.study_name}: learning curves by trial state")
+    return _save(fig, path)
+
+
+def importances(study) -> dict[str, float]:
+    """Optuna's default importance evaluator (PED-ANOVA in Optuna 4+, fANOVA before)."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "few trials in a regime": expected in small studies
+        try:
+            return optuna.importance.get_param_importances(study)
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            return {}
+
+
+def plot_importance(study, imp: dict[str, float], path: Path) -> Path:
+    plt, sns = _setup()
+    fig, ax = plt.subplots(figsize=(7, 0.5 * max(len(imp), 2) + 1.5))
+    if imp:
+        df = pd.DataFrame({"parameter": list(imp), "importance": list(imp.values())})
+        sns.barplot(data=df, y="parameter", x="importance", ax=ax, color="tab:blue")
+    else:
+        ax.text(0.5, 0.5, "needs at least two complete trials with varied parameters", ha="center")
+    ax.set(title=f"{study.study_name}: hyperparameter importance (Optuna, complete trials)")
+    return _save(fig, path)
+
+
+def _binned(study, s: pd.Series, name: str, bins: int = 5) -> pd.Series:
+    if is_categorical(study, name) or s.nunique() <= bins:
+        return s.astype(str)
+    values = np.log10(s.astype(float)) if is_log(study, name) else s.astype(float)
+    cut = pd.cut(values, bins=bins)
+    fmt = (lambda v: f"{10 ** v:.2g}") if is_log(study, name) else (lambda v: f"{v:.3g}")
+    return cut.map(lambda iv: f"{fmt(iv.left)}-{fmt(iv.right)}").astype(str)
+
+
+def plot_heatmap(study, trials: pd.DataFrame, imp: dict[str, float], path: Path) -> Path | None:
+    names = [n for n in imp if n in param_columns(study, trials)][:2]
+    if len(names) < 2:
+        return None
+    plt, sns = _setup()
+    done = trials[trials["state"] == "COMPLETE"][names + ["value"]].dropna()
+    a, b = names
+    table = done.assign(**{a: _binned(study, done[a], a), b: _binned(study, done[b], b)})
+    pivot = table.pivot_table(index=a, columns=b, values="value", aggfunc="mean", observed=True)
+    fig, ax = plt.subplots(figsize=(1.4 * pivot.shape[1] + 3, 0.7 * pivot.shape[0] + 2.5))
+    sns.heatmap(pivot, annot=True, fmt=".3g", cmap="viridis", ax=ax, cbar_kws={"label": "mean objective"})
+    ax.set(title=f"{study.study_name}: mean {study.user_attrs.get('metric', 'objective')} by {a} and {b}")
+    return _save(fig, path)
+
+
+def plot_study(study, trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    imp = importances(study)
+    paths = [
+        plot_history(study, trials, out / "history.png"),
+        plot_params(study, trials, out / "params.png"),
+        plot_curves(study, epochs, out / "curves.png"),
+        plot_importance(study, imp, out / "importance.png"),
+        plot_heatmap(study, trials, imp, out / "heatmap.png"),
+    ]
+    return [p for p in paths if p is not None]

@@ -1,0 +1,43 @@
+"""A terminal progress bar for a study: trials done, best value so far, ETA."""
+
+from __future__ import annotations
+
+import sys
+
+
+class StudyProgress:
+    def __init__(self, target: int, direction: str, *, enabled: bool = True) -> None:
+        self.target, self.direction, self.enabled = target, direction, enabled
+        self.bar = None
+
+    def update(self, study) -> None:
+        if not self.enabled:
+            return
+        from .study import counts
+
+        c = counts(study)
+        done = c["COMPLETE"] + c["PRUNED"] + c["FAIL"]
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            # initial=done: a resumed study's ETA comes from this session's pace only
+            self.bar = tqdm(total=self.target, initial=min(done, self.target), unit="trial",
+                            file=sys.stderr, dynamic_ncols=True, desc="trials")
+        self.bar.update(max(0, min(done, self.target) - self.bar.n))
+        best = _best(study)
+        self.bar.set_postfix_str(
+            f"best={best:.4g} complete={c['COMPLETE']} pruned={c['PRUNED']} fail={c['FAIL']} "
+            f"running={c['RUNNING']}" if best is not None else f"running={c['RUNNING']}",
+            refresh=True,
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _best(study) -> float | None:
+    try:
+        return float(study.best_value)
+    except ValueError:  # no complete trial yet
+        return None

@@ -1,0 +1,186 @@
+"""Search spaces written in Hydra's sweep grammar, turned into Optuna distributions.
+
+A space file (``conf/search/<name>.yaml``) has three parts:
+
+    params:            # key -> Hydra sweep expression (or a plain value: fixed)
+      optimizer: choice(sgd, adam)                  # a config group option
+      optimizer.lr: tag(log, interval(1e-4, 1e-1))  # log-uniform float
+      trainer.batch_size: choice(16, 32, 64)
+      layers.activation: choice(relu, tanh)
+    layers:            # optional conditional architecture (define-by-run)
+      depth: range(1, 4)                            # 1, 2 or 3 hidden layers
+      units: tag(log, int(interval(16, 256)))       # one width per layer
+    overrides:         # fixed overrides for every trial
+      - trainer.epochs=30
+
+``choice`` -> categorical, ``range`` -> int/float with a step (stop exclusive, as in Hydra),
+``interval`` -> uniform float (``int(interval)`` -> int), ``tag(log, ...)`` -> log scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.config import ConfigError
+
+SPACE_KEYS = ("params", "layers", "overrides", "metric", "direction")
+
+
+@dataclass
+class SearchSpace:
+    params: dict[str, Any]  # name -> optuna distribution, or a fixed value
+    depth: Any = None  # distribution of the number of hidden layers (conditional space)
+    units: Any = None  # distribution of each layer's width
+    overrides: list[str] = field(default_factory=list)
+    metric: str | None = None
+    direction: str | None = None
+    source: str = "<inline>"
+
+    def sample(self, trial) -> list[str]:
+        """Draw a trial's parameters (define-by-run) and return them as Hydra overrides."""
+        groups, values = [], []
+        for name, dist in self.params.items():
+            value = _suggest(trial, name, dist)
+            (values if "." in name else groups).append(f"{name}={_format(value)}")
+        if self.depth is not None:
+            depth = _suggest(trial, "layers.depth", self.depth)
+            widths = [_suggest(trial, f"layers.units_{i}", self.units) for i in range(int(depth))]
+            values.append(f"layers.hidden=[{','.join(str(int(w)) for w in widths)}]")
+        # group choices first: a value override must land on the chosen option
+        return list(self.overrides) + groups + values
+
+    def overrides_for(self, params: dict[str, Any]) -> list[str]:
+        """Overrides for already-known parameter values (a re-queued or best trial)."""
+        from optuna.trial import FixedTrial
+
+        return self.sample(FixedTrial(params))
+
+    def is_finite(self) -> bool:
+        import optuna.distributions as D
+
+        dists = [d for d in self.params.values() if _is_dist(d)]
+        if self.depth is not None:
+            dists += [self.depth, self.units]
+        return all(isinstance(d, D.CategoricalDistribution) or getattr(d, "step", None) for d in dists)
+
+    def grid(self) -> dict[str, list]:
+        """All values of every parameter, for Optuna's GridSampler (finite spaces only)."""
+        import numpy as np
+        import optuna.distributions as D
+
+        if self.depth is not None:
+            raise ConfigError(
+                f"search.layers: a conditional depth/units space cannot be gridded ({self.source}); "
+                "use --sampler tpe|random|qmc"
+            )
+        grid = {}
+        for name, d in self.params.items():
+            if isinstance(d, D.CategoricalDistribution):
+                grid[name] = list(d.choices)
+            elif _is_dist(d) and getattr(d, "step", None):
+                grid[name] = list(np.arange(d.low, d.high + d.step / 2, d.step).tolist())
+            elif _is_dist(d):
+                raise ConfigError(
+                    f"search.params.{name}: an interval has infinitely many values; "
+                    "--sampler grid needs choice(...) or range(...)"
+                )
+        return grid
+
+
+def _is_dist(d: Any) -> bool:
+    from optuna.distributions import BaseDistribution
+
+    return isinstance(d, BaseDistribution)
+
+
+def _suggest(trial, name: str, dist: Any) -> Any:
+    import optuna.distributions as D
+
+    if not _is_dist(dist):
+        return dist
+    if isinstance(dist, D.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, D.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def to_distribution(key: str, expr: Any, where: str) -> Any:
+    """One ``key: expression`` pair -> an Optuna distribution (or the plain fixed value)."""
+    import optuna.distributions as D
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+    from hydra.errors import HydraException
+
+    try:
+        override = OverridesParser.create().parse_overrides([f"{key}={expr}"])[0]
+    except HydraException as e:
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(f"{where}.{key}: cannot parse {expr!r} ({first})") from None
+    value = override.value()
+    log = "log" in getattr(value, "tags", set())
+    try:
+        if isinstance(value, ChoiceSweep):
+            return D.CategoricalDistribution(list(value.list))
+        if isinstance(value, RangeSweep):
+            start, stop, step = value.start, value.stop, value.step
+            n = math.ceil((stop - start) / step - 1e-9)
+            if n < 1:
+                raise ValueError(f"range({start}, {stop}, {step}) is empty")
+            last = start + (n - 1) * step
+            if all(float(x).is_integer() for x in (start, stop, step)):
+                return D.IntDistribution(int(start), int(last), step=int(step), log=log and step == 1)
+            return D.FloatDistribution(float(start), float(last), step=float(step))
+        if isinstance(value, IntervalSweep):
+            if isinstance(value.start, int) and isinstance(value.end, int):
+                return D.IntDistribution(value.start, value.end, log=log)
+            return D.FloatDistribution(float(value.start), float(value.end), log=log)
+    except ValueError as e:
+        raise ConfigError(f"{where}.{key}: {e}") from None
+    if override.is_sweep_override():
+        raise ConfigError(f"{where}.{key}: {expr!r} is not supported; allowed: choice, range, interval, tag(log, ...)")
+    return value
+
+
+def parse_space(data: dict, source: str = "<inline>") -> SearchSpace:
+    unknown = sorted(set(data) - set(SPACE_KEYS))
+    if unknown:
+        raise ConfigError(f"search: unknown key {unknown[0]!r} in {source}; allowed: {', '.join(SPACE_KEYS)}")
+    params = {str(k): to_distribution(str(k), v, "search.params") for k, v in (data.get("params") or {}).items()}
+    space = SearchSpace(params=params, source=source)
+    layers = data.get("layers")
+    if layers:
+        extra = sorted(set(layers) - {"depth", "units"})
+        if extra or "depth" not in layers or "units" not in layers:
+            raise ConfigError(f"search.layers: needs exactly 'depth' and 'units' in {source}")
+        space.depth = to_distribution("depth", layers["depth"], "search.layers")
+        space.units = to_distribution("units", layers["units"], "search.layers")
+        if "layers.hidden" in params:
+            raise ConfigError("search.params.layers.hidden: conflicts with search.layers (depth/units)")
+    space.overrides = [str(o) for o in (data.get("overrides") or [])]
+    space.metric = data.get("metric")
+    space.direction = data.get("direction")
+    return space
+
+
+def load_space(name_or_path: str, conf_dir: Path) -> SearchSpace:
+    """A space by name (``conf/search/<name>.yaml``) or by path to a YAML file."""
+    from omegaconf import OmegaConf
+
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = conf_dir / "search" / f"{name_or_path}.yaml"
+    if not path.exists():
+        available = sorted(p.stem for p in (conf_dir / "search").glob("*.yaml"))
+        raise ConfigError(f"search.space: no space {name_or_path!r}; available: {', '.join(available)}")
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return parse_space(data or {}, source=str(path))

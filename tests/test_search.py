@@ -1,0 +1,171 @@
+"""Studies end to end on a small space: exact counts, resume, workers, kills, pruning,
+tables, plots and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from conf.schema import CONF_DIR
+from core.config import ConfigError
+from sweeper.report import write_report
+from sweeper.space import load_space, parse_space
+from sweeper.study import StudySettings, counts, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["data.n_samples=200", "trainer.epochs=4", "engine=numpy"]
+
+
+def settings(tmp_path, trials, **kw) -> StudySettings:
+    kw.setdefault("space", load_space("quick", CONF_DIR))
+    kw.setdefault("overrides", FAST)
+    return StudySettings(name=kw.pop("name", "s"), trials=trials, root=tmp_path, **kw)
+
+
+def load(s: StudySettings) -> optuna.Study:
+    from sweeper.storage import open_storage
+
+    return optuna.load_study(study_name=s.name, storage=open_storage(s.storage, s.dir))
+
+
+def states(study) -> list[str]:
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+def test_exact_count_resume_tables_and_plots(tmp_path):
+    s = settings(tmp_path, 5)
+    study = run_study(s, progress=False)
+    assert len(study.trials) == 5
+    assert all(st in ("COMPLETE", "PRUNED", "FAIL") for st in states(study))
+    # resume to a larger total: only the missing trials run
+    s.trials = 8
+    study = run_study(s, progress=False)
+    assert [t.number for t in study.trials] == list(range(8))
+    summary = write_report(study, s.dir)
+    trials = pd.read_csv(s.dir / "trials.csv")
+    assert len(trials) == 8
+    for col in ["number", "state", "value", "optimizer", "optimizer.lr", "layers.activation",
+                "trainer.batch_size", "layers.depth", "best_epoch", "epochs_run", "pruned_at", "seconds", "fail_reason"]:
+        assert col in trials.columns, col
+    complete = trials[trials.state == "COMPLETE"]
+    assert complete["value"].max() == pytest.approx(study.best_value)
+    epochs = pd.read_csv(s.dir / "epochs.csv")
+    assert set(epochs["trial"]) <= set(trials["number"])
+    assert {"trial", "epoch", "value", "state", "val_loss", "lr"} <= set(epochs.columns)
+    for name in ["history", "params", "curves", "importance", "heatmap"]:
+        assert (s.dir / "plots" / f"{name}.png").stat().st_size > 10_000, name
+    # the best model: evaluated once on the test split, selection used validation only
+    saved = json.loads((s.dir / "summary.json").read_text())
+    assert saved["best_trial"] == study.best_trial.number
+    assert saved["value"] == pytest.approx(study.best_value)
+    assert 0.0 <= saved["test_accuracy"] <= 1.0
+    assert (s.dir / "best" / "model.npz").exists()
+    # trial folders are per number and never reused
+    assert sorted(p.name for p in (s.dir / "trials").iterdir()) == [f"{i:04d}" for i in range(8)]
+    # trials never evaluate the test split
+    trial_summary = json.loads((s.dir / "trials" / "0000" / "summary.json").read_text())
+    assert trial_summary["test_accuracy"] is None
+
+
+def test_two_workers_unique_numbers_exact_total(tmp_path):
+    s = settings(tmp_path, 8, jobs=2)
+    study = run_study(s, progress=False)
+    numbers = [t.number for t in study.trials]
+    assert numbers == list(range(8))
+    workers = {t.user_attrs["worker"] for t in study.trials}
+    assert len(workers) == 2  # both processes took trials
+    assert counts(study)["RUNNING"] == 0
+
+
+def test_aggressive_pruner_prunes(tmp_path):
+    space = parse_space({"params": {"optimizer.lr": "tag(log, interval(1e-4, 1.0))", "optimizer": "choice(sgd)"},
+                         "overrides": ["data=moons"]})
+    s = settings(tmp_path, 14, space=space, pruner="halving", sampler="random",
+                 overrides=["data.n_samples=200", "trainer.epochs=8", "engine=numpy", "trainer.early_stopping.enabled=false"])
+    study = run_study(s, progress=False)
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned, states(study)
+    for t in pruned:
+        assert t.user_attrs["pruned_at"] == max(t.intermediate_values)
+        assert t.user_attrs["epochs_run"] < 8
+
+
+def test_diverging_trial_fails_with_reason_and_study_goes_on(tmp_path):
+    space = parse_space({"params": {"optimizer": "choice(sgd)", "optimizer.lr": "choice(1e9, 0.05)"}})
+    s = settings(tmp_path, 6, space=space, sampler="random", pruner="none",
+                 overrides=FAST + ["data=moons", "layers.hidden=[32,32]", "layers.activation=relu"])
+    study = run_study(s, progress=False)
+    assert len(study.trials) == 6
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert failed and all(t.params["optimizer.lr"] == 1e9 for t in failed)
+    assert all(t.user_attrs["fail_reason"].startswith("diverged") for t in failed)
+    assert any(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def _search(tmp_path, *args, **popen):
+    cmd = [sys.executable, str(ROOT / "search.py"), "--out", str(tmp_path), "--quiet", "--no-plots", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_killed_worker_and_resume_reach_exact_total(tmp_path):
+    slow = ["--space", "quick", "--study", "k", "--trials", "3", "--pruner", "none",
+            "data=digits", "trainer.epochs=200", "trainer.early_stopping.enabled=false", "engine=numpy",
+            "layers.hidden=[256,256]", "trainer.batch_size=16"]
+    proc = _search(tmp_path, *slow)
+    s = StudySettings(name="k", space=load_space("quick", CONF_DIR), trials=3, root=tmp_path)
+    deadline = time.time() + 120
+    running = []
+    while time.time() < deadline and not running:
+        time.sleep(0.2)
+        if (s.dir / "journal.log").exists():
+            running = [t for t in load(s).get_trials(deepcopy=False) if t.state.name == "RUNNING" and "dir" in t.user_attrs]
+    assert running, "no trial started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = running[0]
+    assert load(s).trials[killed.number].state.name == "RUNNING"  # left behind by the dead worker
+    # resume with short trials: the killed trial's parameters are re-run, the total is exact
+    fast = [a if not a.startswith("trainer.epochs=") else "trainer.epochs=3" for a in slow]
+    fast = [a for a in fast if a != "layers.hidden=[256,256]"]
+    out, err = _search(tmp_path, *fast).communicate(timeout=300)
+    assert "error" not in err.lower(), err
+    study = load(s)
+    c = counts(study)
+    assert c["COMPLETE"] + c["PRUNED"] + c["FAIL"] == 3
+    assert c["RUNNING"] == 0 and c["WAITING"] == 0
+    stale = study.trials[killed.number]
+    assert stale.state.name == "FAIL" and stale.user_attrs["fail_reason"].startswith("stale")
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == killed.number]
+    assert len(retry) == 1 and retry[0].params == killed.params
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert (s.dir / "trials" / f"{killed.number:04d}").exists()  # the dead trial's folder is kept
+
+
+def test_bad_storage_url_is_one_clear_line(tmp_path):
+    out, err = _search(tmp_path, "--trials", "1", "--storage", "postgresql://u:secret@127.0.0.1:1/db").communicate(timeout=120)
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "--storage" in lines[0] and "secret" not in err
+    out, err = _search(tmp_path, "--trials", "1", "--storage", "redis://x").communicate(timeout=120)
+    assert "error: --storage: unsupported URL" in err
+
+
+def test_bad_space_fails_before_the_first_trial(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("params:\n  optimizer.lrr: interval(0.1, 0.2)\n")
+    proc = _search(tmp_path, "--trials", "2", "--space", str(bad))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "optimizer.lrr" in err and err.count("error:") == 1
+    assert not (tmp_path / "bad" / "trials").exists()
+    with pytest.raises(ConfigError, match="--sampler"):
+        settings(tmp_path, 2, sampler="bayes")
