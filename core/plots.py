@@ -29,6 +29,7 @@ def save_figure(fig, path: Path) -> None:
 def plot_curves(metrics: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
     """Loss, accuracy and learning rate against epoch, train and validation overlaid."""
     import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
     sns.set_theme(style="whitegrid", context="notebook")
@@ -42,9 +43,15 @@ def plot_curves(metrics: pd.DataFrame, path: str | Path, *, title: str = "") -> 
         long["split"] = long["split"].str.replace(f"_{name}", "", regex=False)
         sns.lineplot(data=long, x="epoch", y=label, hue="split", ax=axes[i], marker="o" if len(metrics) < 30 else None)
         axes[i].set_title(label)
+        values = long[label].dropna()
+        if name == "loss" and len(values) and values.min() > 0 and values.max() > 20 * values.min():
+            axes[i].set_yscale("log")  # a loss falling by decades: the late train/val gap stays visible
+            axes[i].set_title("loss (log scale)")
     sns.lineplot(data=metrics, x="epoch", y="lr", ax=axes[-1], color="tab:green")
     axes[-1].set_title("learning rate")
     axes[-1].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if title:
         fig.suptitle(title)
     fig.tight_layout()
