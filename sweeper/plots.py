@@ -86,8 +86,8 @@ def plot_params(study, trials: pd.DataFrame, path: Path) -> Path:
     for ax, name in zip(axes.flat, names):
         data = done[[name, "value"]].dropna()
         if is_categorical(study, name):
+            order = [str(v) for v in _sorted_values(data[name].unique())]
             data = data.assign(**{name: data[name].astype(str)})
-            order = sorted(data[name].unique())
             sns.boxplot(data=data, x=name, y="value", ax=ax, order=order, color="0.85", fliersize=0)
             sns.stripplot(data=data, x=name, y="value", ax=ax, order=order, color="tab:blue", size=4)
             ax.tick_params(axis="x", rotation=30)
@@ -143,13 +143,30 @@ def plot_importance(study, imp: dict[str, float], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _binned(study, s: pd.Series, name: str, bins: int = 5) -> pd.Series:
+def _sorted_values(values) -> list:
+    """Numbers in numeric order (16 before 128), anything else as text."""
+    try:
+        return sorted(values, key=float)
+    except (TypeError, ValueError):
+        return sorted(values, key=str)
+
+
+def _num(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.2g}"
+
+
+def _binned(study, s: pd.Series, name: str, bins: int = 4) -> pd.Series:
+    """An ordered categorical: the values themselves when few, else equal-width bins
+    (on a log scale for log parameters)."""
     if is_categorical(study, name) or s.nunique() <= bins:
-        return s.astype(str)
-    values = np.log10(s.astype(float)) if is_log(study, name) else s.astype(float)
+        order = [str(v) for v in _sorted_values(s.unique())]
+        return pd.Categorical(s.astype(str), categories=order, ordered=True)
+    log = is_log(study, name)
+    values = np.log10(s.astype(float)) if log else s.astype(float)
     cut = pd.cut(values, bins=bins)
-    fmt = (lambda v: f"{10 ** v:.2g}") if is_log(study, name) else (lambda v: f"{v:.3g}")
-    return cut.map(lambda iv: f"{fmt(iv.left)}-{fmt(iv.right)}").astype(str)
+    tr = (lambda v: 10**v) if log else (lambda v: v)
+    labels = [f"{_num(tr(iv.left))}-{_num(tr(iv.right))}" for iv in cut.cat.categories]
+    return cut.cat.rename_categories(labels)
 
 
 def plot_heatmap(study, trials: pd.DataFrame, imp: dict[str, float], path: Path) -> Path | None:
@@ -160,9 +177,11 @@ def plot_heatmap(study, trials: pd.DataFrame, imp: dict[str, float], path: Path)
     done = trials[trials["state"] == "COMPLETE"][names + ["value"]].dropna()
     a, b = names
     table = done.assign(**{a: _binned(study, done[a], a), b: _binned(study, done[b], b)})
-    pivot = table.pivot_table(index=a, columns=b, values="value", aggfunc="mean", observed=True)
+    pivot = table.pivot_table(index=a, columns=b, values="value", aggfunc="mean", observed=False)
     fig, ax = plt.subplots(figsize=(1.4 * pivot.shape[1] + 3, 0.7 * pivot.shape[0] + 2.5))
     sns.heatmap(pivot, annot=True, fmt=".3g", cmap="viridis", ax=ax, cbar_kws={"label": "mean objective"})
+    ax.grid(False)
+    ax.tick_params(axis="y", rotation=0)
     ax.set(title=f"{study.study_name}: mean {study.user_attrs.get('metric', 'objective')} by {a} and {b}")
     return _save(fig, path)
 
