@@ -15,6 +15,8 @@ built-in RDB heartbeat only runs inside ``Study.optimize``; our workers use ask/
 
 from __future__ import annotations
 
+import contextlib
+import zlib
 from pathlib import Path
 
 from core.config import ConfigError
@@ -58,6 +60,31 @@ def open_storage(url: str | None, study_dir: Path):
     except Exception as e:  # sqlalchemy/driver errors come in many types
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--storage: cannot open {redact(url)}: {reason}") from None
+
+
+_ENGINES: dict[str, object] = {}
+
+
+@contextlib.contextmanager
+def database_lock(url: str, name: str):
+    """A lock held while a worker claims a trial: pg_advisory_lock on PostgreSQL (shared by
+    every machine using the database); elsewhere nothing (optimistic claiming)."""
+    if not url.split(":", 1)[0].startswith("postgres"):
+        yield
+        return
+    import sqlalchemy as sa
+
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = _ENGINES[url] = sa.create_engine(url, pool_pre_ping=True, poolclass=sa.pool.NullPool)
+    key = zlib.crc32(f"nnsweep:{name}".encode())  # one lock per study
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
 
 
 def redact(url: str) -> str:

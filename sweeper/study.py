@@ -106,10 +106,10 @@ def create_study(settings: StudySettings, *, worker: int = 0, retries: int = 5):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = S.open_storage(settings.storage, settings.dir)
     last: Exception | None = None
     for attempt in range(retries):
         try:
+            storage = S.open_storage(settings.storage, settings.dir)
             study = optuna.create_study(
                 storage=storage,
                 study_name=settings.name,
@@ -119,6 +119,10 @@ def create_study(settings: StudySettings, *, worker: int = 0, retries: int = 5):
                 load_if_exists=True,
             )
             break
+        except ConfigError:
+            if attempt == retries - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))  # a fresh database being created by another worker
         except Exception as e:  # IntegrityError / DuplicatedStudyError under a race
             last = e
             time.sleep(0.2 * (attempt + 1))
@@ -140,9 +144,12 @@ def create_study(settings: StudySettings, *, worker: int = 0, retries: int = 5):
 
 @contextlib.contextmanager
 def claim_lock(settings: StudySettings):
-    """Serialise claiming trials between processes on this machine (local storages)."""
+    """Serialise claiming trials between workers: a file lock for storages on this machine,
+    a PostgreSQL advisory lock for workers on many machines (other databases: none, so a
+    study may overshoot its target by at most the number of workers)."""
     if not S.is_local(settings.storage):
-        yield
+        with S.database_lock(settings.storage, settings.name):
+            yield
         return
     settings.dir.mkdir(parents=True, exist_ok=True)
     with open(settings.dir / ".claim.lock", "a") as fh:
