@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,9 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--trials", type=int, default=20, help="target total of finished trials in the study")
     p.add_argument("--study", default=None, help="study name (default: the space name)")
-    p.add_argument("--storage", default=None,
+    p.add_argument("--storage", default=os.environ.get("NNSWEEP_STORAGE"),
                    help="Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file; "
-                        "default: outputs/studies/<study>/journal.log")
+                        "default: $NNSWEEP_STORAGE, else outputs/studies/<study>/journal.log")
     p.add_argument("--space", default="default", help="conf/search/<name>.yaml or a path to a YAML file")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     p.add_argument("--pruner", default="median", choices=PRUNERS)
