@@ -169,3 +169,23 @@ def test_bad_space_fails_before_the_first_trial(tmp_path):
     assert not (tmp_path / "bad" / "trials").exists()
     with pytest.raises(ConfigError, match="--sampler"):
         settings(tmp_path, 2, sampler="bayes")
+
+
+def test_stale_detection_rules():
+    import socket
+    from types import SimpleNamespace
+
+    from sweeper.study import is_stale
+
+    now = 10_000.0
+    other = SimpleNamespace(user_attrs={"worker": "elsewhere:1", "heartbeat": now - 30}, datetime_start=None)
+    assert not is_stale(other, 60, now)  # another machine, beating recently
+    other.user_attrs["heartbeat"] = now - 61
+    assert is_stale(other, 60, now)  # another machine, silent past the grace period
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    here_dead = SimpleNamespace(user_attrs={"worker": f"{socket.gethostname()}:{dead.stdout.strip()}", "heartbeat": now},
+                                datetime_start=None)
+    assert is_stale(here_dead, 60, now)  # this machine, process gone: no need to wait
+    here_alive = SimpleNamespace(user_attrs={"worker": f"{socket.gethostname()}:{os.getpid()}", "heartbeat": now},
+                                 datetime_start=None)
+    assert not is_stale(here_alive, 60, now)
