@@ -1,0 +1,223 @@
+"""The fused training epoch of the CPU engine: one compiled call per epoch.
+
+``train_epoch`` runs every minibatch of an epoch (gather by index, forward, fused loss
+gradient, backward, L1/L2 term, global-norm clipping, optimizer update, inverted dropout)
+without returning to Python and without allocating: parameters, gradient and optimizer state
+are the flat vectors of ``core/network.py``; activations live in preallocated 1-D workspaces
+that are reshaped into (batch, units) views. The order of operations is that of
+``NumpyEngine.train_epoch`` and ``core/optim.step``, so float64 results match the reference to
+rounding. Only module-level njit functions are used: a jitted closure would miss the cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..config import OPTIMIZERS
+from ._cpu_ops import (
+    activate,
+    activation_backward,
+    add_bias,
+    column_sums,
+    dropout,
+    loss_and_grad,
+    mm_nn,
+    mm_nt,
+    mm_tn,
+)
+
+_OPT = {name: i for i, name in enumerate(OPTIMIZERS)}
+SGD, MOMENTUM, NESTEROV = _OPT["sgd"], _OPT["momentum"], _OPT["nesterov"]
+ADAM, ADAMW, RMSPROP = _OPT["adam"], _OPT["adamw"], _OPT["rmsprop"]
+
+# Slots of the hyperparameter vector ``hp``, stored in the parameters' dtype so the update
+# arithmetic stays in that dtype, as in optim.step. The last two are scratch slots used to
+# round a float64 scalar (lr / c1, c2) to the dtype, as optim.step's dt(...) does.
+HP_NAMES = ("one", "slope", "mu", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
+            "alpha", "one_minus_alpha", "eps", "weight_decay", "l1", "l2", "lr", "scratch")
+(ONE, SLOPE, MU, B1, OMB1, B2, OMB2, ALPHA, OMALPHA, EPS, WD, L1, L2, LR, SCRATCH) = range(
+    len(HP_NAMES)
+)
+
+
+@njit(cache=True, error_model="numpy")
+def view(buf: np.ndarray, offset: int, rows: int, cols: int) -> np.ndarray:
+    """(rows, cols) C-contiguous view of buf[offset:]; no copy."""
+    return buf[offset : offset + rows * cols].reshape(rows, cols)
+
+
+@njit(cache=True, error_model="numpy")
+def gather(X: np.ndarray, order: np.ndarray, start: int, bs: int, out: np.ndarray) -> None:
+    """out (bs, cols) = X[order[start:start + bs]]."""
+    for s in range(bs):
+        row = order[start + s]
+        for j in range(X.shape[1]):
+            out[s, j] = X[row, j]
+
+
+@njit(cache=True, error_model="numpy")
+def penalize(params: np.ndarray, grad: np.ndarray, sizes: np.ndarray, w_off: np.ndarray,
+             l1: float, l2: float) -> None:
+    """grad += l1 * sign(W) + l2 * W on the weights of every layer (biases untouched)."""
+    for layer in range(w_off.shape[0]):
+        start = w_off[layer]
+        for i in range(start, start + sizes[layer] * sizes[layer + 1]):
+            grad[i] += l1 * np.sign(params[i]) + l2 * params[i]
+
+
+@njit(cache=True, error_model="numpy")
+def clip_global_norm(grad: np.ndarray, clip: float, hp: np.ndarray) -> None:
+    """Scale grad to global L2 norm ``clip`` if it is longer (norm summed in float64)."""
+    total = 0.0
+    for i in range(grad.shape[0]):
+        gi = np.float64(grad[i])
+        total += gi * gi
+    norm = np.sqrt(total)
+    if norm > clip:
+        hp[SCRATCH] = clip / norm
+        factor = hp[SCRATCH]
+        for i in range(grad.shape[0]):
+            grad[i] *= factor
+
+
+@njit(cache=True, error_model="numpy")
+def update(code: int, p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, t: int,
+           lr: float, hp: np.ndarray, beta1: float, beta2: float,
+           sizes: np.ndarray, w_off: np.ndarray) -> None:
+    """One optimizer step in place, written as optim.step writes it (t counts from 1)."""
+    hp[LR] = lr
+    lr_ = hp[LR]
+    if code == SGD:
+        for i in range(p.shape[0]):
+            p[i] -= lr_ * g[i]
+    elif code == MOMENTUM or code == NESTEROV:
+        mu = hp[MU]
+        for i in range(p.shape[0]):
+            m[i] = m[i] * mu + g[i]
+            if code == NESTEROV:
+                p[i] -= lr_ * (g[i] + mu * m[i])
+            else:
+                p[i] -= lr_ * m[i]
+    elif code == ADAM or code == ADAMW:
+        if code == ADAMW and hp[WD] > 0:  # decoupled decay, weights only
+            decay = lr_ * hp[WD]
+            for layer in range(w_off.shape[0]):
+                start = w_off[layer]
+                for i in range(start, start + sizes[layer] * sizes[layer + 1]):
+                    p[i] -= decay * p[i]
+        hp[SCRATCH] = lr / (1.0 - beta1 ** np.float64(t))  # libm pow, as Python's
+        step = hp[SCRATCH]
+        hp[SCRATCH] = 1.0 - beta2 ** np.float64(t)
+        c2 = hp[SCRATCH]
+        b1, omb1, b2, omb2, eps = hp[B1], hp[OMB1], hp[B2], hp[OMB2], hp[EPS]
+        for i in range(p.shape[0]):
+            m[i] = m[i] * b1 + omb1 * g[i]
+            v[i] = v[i] * b2 + omb2 * g[i] * g[i]
+            p[i] -= step * m[i] / (np.sqrt(v[i] / c2) + eps)
+    else:  # rmsprop
+        a, oma, eps = hp[ALPHA], hp[OMALPHA], hp[EPS]
+        for i in range(p.shape[0]):
+            v[i] = v[i] * a + oma * g[i] * g[i]
+            p[i] -= lr_ * g[i] / (np.sqrt(v[i]) + eps)
+
+
+@njit(cache=True, error_model="numpy")
+def train_epoch(
+    params: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, t: np.ndarray,
+    X: np.ndarray, T: np.ndarray, order: np.ndarray, lrs: np.ndarray, batch: int,
+    sizes: np.ndarray, w_off: np.ndarray, unit_off: np.ndarray, acts: np.ndarray,
+    keep: np.ndarray, scale: np.ndarray, loss_code: int, opt_code: int, hp: np.ndarray,
+    beta1: float, beta2: float, clip: float, seed: int,
+    Xb: np.ndarray, Tb: np.ndarray, Z: np.ndarray, H: np.ndarray, M: np.ndarray,
+    D: np.ndarray, G1: np.ndarray, G2: np.ndarray,
+) -> tuple[float, int]:
+    """Train one epoch in place; return (sum over samples of the batch-mean loss times the
+    batch size, correctly classified training samples).
+
+    params, grad, m, v (P,) dtype; t (1,) int64 steps taken; X (N, n_in), T (N, n_out);
+    order (n,) int64; lrs (steps,) float64; sizes (L + 1,) layer widths; w_off (L,) weight
+    offsets in the flat vector; unit_off (L,) offset of each layer's activations in Z, H, M, D
+    (capacity * units of the layers below); acts (L,) activation codes; keep (L,) float64 keep
+    probabilities (1: no dropout) and scale (L,) dtype 1 / keep. Workspaces (1-D, dtype):
+    Xb, Tb >= batch * n_in / n_out; Z, H, M, D >= batch * sum(units) (pre-activation,
+    activation, dropout mask, masked activation); G1, G2 >= batch * max(units).
+    """
+    n_layers = w_off.shape[0]
+    n = order.shape[0]
+    one, slope = hp[ONE], hp[SLOPE]
+    if seed >= 0:  # dropout on: seeds numba's own generator for this epoch
+        np.random.seed(seed)
+    total_loss = 0.0
+    correct = 0
+    n_in0, n_out = sizes[0], sizes[n_layers]
+    for step in range((n + batch - 1) // batch):
+        start = step * batch
+        bs = min(batch, n - start)
+        xb = view(Xb, 0, bs, n_in0)
+        gather(X, order, start, bs, xb)
+        tb = view(Tb, 0, bs, n_out)
+        gather(T, order, start, bs, tb)
+
+        # forward: z = a @ W + b; hidden layers h = f(z), then d = h * mask under dropout
+        a = xb
+        for layer in range(n_layers):
+            k_in, k_out = sizes[layer], sizes[layer + 1]
+            W = view(params, w_off[layer], k_in, k_out)
+            b = params[w_off[layer] + k_in * k_out : w_off[layer] + k_in * k_out + k_out]
+            z = view(Z, unit_off[layer], bs, k_out)
+            mm_nn(a, W, z)
+            add_bias(z, b)
+            if layer == n_layers - 1:
+                break
+            h = view(H, unit_off[layer], bs, k_out)
+            activate(acts[layer], z, h, one, slope)
+            a = h
+            if keep[layer] < 1.0:
+                d = view(D, unit_off[layer], bs, k_out)
+                dropout(h, view(M, unit_off[layer], bs, k_out), d, keep[layer], scale[layer])
+                a = d
+
+        # loss on the logits (the last z) and its gradient, into G1
+        logits = view(Z, unit_off[n_layers - 1], bs, n_out)
+        dz = view(G1, 0, bs, n_out)
+        loss_sum, hits = loss_and_grad(loss_code, logits, tb, dz, one)
+        total_loss += loss_sum
+        correct += hits
+
+        # backward: dW = a_prev.T @ dz, db = sum(dz), da = dz @ W.T -> dz of the layer below
+        cur, other = G1, G2
+        for layer in range(n_layers - 1, -1, -1):
+            k_in, k_out = sizes[layer], sizes[layer + 1]
+            dz = view(cur, 0, bs, k_out)
+            if layer == 0:
+                a_prev = xb
+            elif keep[layer - 1] < 1.0:
+                a_prev = view(D, unit_off[layer - 1], bs, k_in)
+            else:
+                a_prev = view(H, unit_off[layer - 1], bs, k_in)
+            w0 = w_off[layer]
+            mm_tn(a_prev, dz, view(grad, w0, k_in, k_out))
+            column_sums(dz, grad[w0 + k_in * k_out : w0 + k_in * k_out + k_out])
+            if layer == 0:
+                break
+            da = view(other, 0, bs, k_in)
+            mm_nt(dz, view(params, w0, k_in, k_out), da)
+            if keep[layer - 1] < 1.0:
+                mask = view(M, unit_off[layer - 1], bs, k_in)
+                for s in range(bs):
+                    for j in range(k_in):
+                        da[s, j] *= mask[s, j]
+            zp = view(Z, unit_off[layer - 1], bs, k_in)
+            hp_ = view(H, unit_off[layer - 1], bs, k_in)
+            activation_backward(acts[layer - 1], zp, hp_, da, one, slope)
+            cur, other = other, cur
+
+        # gradient + penalty, clipped, then the update with this step's lr
+        if hp[L1] != 0 or hp[L2] != 0:
+            penalize(params, grad, sizes, w_off, hp[L1], hp[L2])
+        if clip > 0:
+            clip_global_norm(grad, clip, hp)
+        t[0] += 1
+        update(opt_code, params, grad, m, v, t[0], lrs[step], hp, beta1, beta2, sizes, w_off)
+    return total_loss, correct

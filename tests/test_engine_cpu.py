@@ -1,0 +1,181 @@
+"""The fast CPU engine: the engine contract, plus what is special about the fused epoch.
+
+Besides the contract battery (small ragged shapes, loops instead of BLAS), this checks the BLAS
+path on a bigger net against the reference, dropout's masks and gradients, reproducibility of
+dropout per engine, and that a second engine reuses the compiled kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import functional as F
+from core import network as N
+from core.config import ConfigError, OptimizerConfig, RegularizationConfig
+from core.engines import _cpu_kernels as K
+from core.engines import _cpu_ops
+from core.engines.cpu import CpuEngine
+from core.engines.numpy_engine import NumpyEngine
+from tests.engine_contract import EngineContract, problem
+
+
+class TestCpuEngine(EngineContract):
+    @pytest.fixture
+    def engine_name(self) -> str:
+        return "cpu"
+
+
+def make_spec(n_in: int, hidden: tuple[int, ...], n_out: int, *, act: str = "relu",
+              loss: str = "cross_entropy", dropout: float = 0.0) -> N.NetworkSpec:
+    layers = tuple(N.LayerSpec(u, act, dropout) for u in hidden)
+    return N.NetworkSpec(n_in, layers + (N.LayerSpec(n_out, F.OUTPUT_ACTIVATION[loss]),), loss)
+
+
+def train(engine, X: np.ndarray, T: np.ndarray, *, epochs: int, batch: int, lr: float,
+          seed: int = 1) -> list[tuple[float, float]]:
+    engine.set_train_data(X, T)
+    rng = np.random.default_rng(seed)
+    steps = -(-len(X) // batch)
+    lrs = np.full(steps, lr)
+    return [engine.train_epoch(rng.permutation(len(X)), lrs, batch) for _ in range(epochs)]
+
+
+# (n, n_in, hidden, n_out, batch): the first two products of a batch exceed BLAS_MIN_FMAS, so
+# they go through BLAS; the output layer stays on the loop path; 300 % 64 leaves a ragged batch
+BIG = (300, 40, (96, 64), 5, 64)
+
+
+def test_big_net_takes_the_blas_path() -> None:
+    _, n_in, (h1, h2), n_out, batch = BIG
+    assert batch * n_in * h1 >= _cpu_ops.BLAS_MIN_FMAS
+    assert batch * h1 * h2 >= _cpu_ops.BLAS_MIN_FMAS
+    assert batch * h2 * n_out < _cpu_ops.BLAS_MIN_FMAS
+
+
+@pytest.mark.parametrize(
+    "opt_name,dtype,loss", [("adam", "float64", "cross_entropy"), ("nesterov", "float64", "mse"),
+                            ("rmsprop", "float32", "cross_entropy")]
+)  # fmt: skip
+def test_fast_path_same_weights_as_reference_after_epochs(
+    opt_name: str, dtype: str, loss: str
+) -> None:
+    n, n_in, hidden, n_out, batch = BIG
+    spec = make_spec(n_in, hidden, n_out, loss=loss)
+    params = N.init_params(spec, init="he", seed=2, dtype=dtype)
+    opt = OptimizerConfig(name=opt_name, lr=0.01, clip_norm=5.0)
+    reg = RegularizationConfig(l2=1e-3)
+    X, T = problem(loss, n=n, n_in=n_in, n_out=n_out, seed=2, dtype=dtype)
+    fast = CpuEngine(spec, params, opt, reg)
+    ref = NumpyEngine(spec, params, opt, reg)
+    got = train(fast, X, T, epochs=4, batch=batch, lr=opt.lr)
+    want = train(ref, X, T, epochs=4, batch=batch, lr=opt.lr)
+    tol = {"rtol": 1e-9, "atol": 1e-11} if dtype == "float64" else {"rtol": 1e-3, "atol": 1e-4}
+    np.testing.assert_allclose(fast.get_params(), ref.get_params(), **tol)
+    np.testing.assert_allclose(np.array(got), np.array(want), **tol)
+
+
+class FixedMasks:
+    """Stands in for the reference's Generator: random() returns 0 where a unit is kept and 1
+    where it is dropped, so network.forward draws exactly the given masks."""
+
+    def __init__(self, masks: list[np.ndarray]) -> None:
+        self.masks = list(masks)
+
+    def random(self, shape: tuple[int, ...]) -> np.ndarray:
+        mask = self.masks.pop(0)
+        assert mask.shape == shape
+        return (mask == 0).astype(np.float64)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_dropout_masks_and_gradient(act: str) -> None:
+    """One full-batch SGD step with dropout: the masks drop ~p of the units, keep the rest at
+    1/keep, and the step equals the reference's step taken with the very same masks."""
+    p, n, n_in, hidden, n_out = 0.3, 256, 6, (48, 32), 3
+    spec = make_spec(n_in, hidden, n_out, act=act, dropout=p)
+    params = N.init_params(spec, init="xavier", seed=0, dtype="float64")
+    X, T = problem("cross_entropy", n=n, n_in=n_in, n_out=n_out, seed=0)
+    opt = OptimizerConfig(name="sgd", lr=0.1)
+    engine = CpuEngine(spec, params, opt, RegularizationConfig(), seed=7)
+    (loss, _), = train(engine, X, T, epochs=1, batch=n, lr=0.1)
+    masks, order = [], np.random.default_rng(1).permutation(n)
+    for layer, units in enumerate(hidden):
+        start = engine.unit_off[layer]
+        mask = engine.M[start : start + n * units].reshape(n, units)
+        assert set(np.unique(mask)) == {0.0, 1.0 / (1.0 - p)}
+        # zeroed fraction ~ p: n * units draws, so its standard deviation is < 0.005
+        assert np.mean(mask == 0) == pytest.approx(p, abs=0.02)
+        masks.append(mask)
+    Xo, To = X[order], T[order]
+    logits, cache = N.forward(params, spec, Xo, train=True, rng=FixedMasks(masks))
+    ref_loss, dlogits = F.loss_and_grad(spec.loss, logits, To)
+    expected = params - 0.1 * N.backward(params, spec, cache, dlogits)
+    np.testing.assert_allclose(engine.get_params(), expected, rtol=1e-10, atol=1e-12)
+    assert loss == pytest.approx(ref_loss, rel=1e-10)
+
+
+def test_dropout_stream_is_per_engine() -> None:
+    """Two engines of one seed give the same run even when a third one trains in between."""
+    spec = make_spec(4, (16,), 3, dropout=0.5)
+    params = N.init_params(spec, seed=0, dtype="float64")
+    X, T = problem("cross_entropy", n=50, n_in=4, n_out=3)
+    opt, reg = OptimizerConfig(name="sgd", lr=0.1), RegularizationConfig(dropout=0.5)
+    a, b, c = (CpuEngine(spec, params, opt, reg, seed=s) for s in (3, 3, 4))
+    for engine in (a, b, c):
+        engine.set_train_data(X, T)
+    lrs, order = np.full(7, 0.1), np.arange(50)
+    for _ in range(3):
+        a.train_epoch(order, lrs, 8)
+        c.train_epoch(order, lrs, 8)
+    for _ in range(3):
+        b.train_epoch(order, lrs, 8)
+    np.testing.assert_array_equal(a.get_params(), b.get_params())
+    assert not np.allclose(a.get_params(), c.get_params())  # same weights, other masks
+
+
+def test_second_engine_does_not_recompile() -> None:
+    X, T = problem("cross_entropy", n=30, n_in=3, n_out=2)
+    first = CpuEngine(make_spec(3, (5,), 2), N.init_params(make_spec(3, (5,), 2), dtype="float64"),
+                      OptimizerConfig(name="adam"), RegularizationConfig())
+    train(first, X, T, epochs=1, batch=8, lr=0.01)
+    compiled = len(K.train_epoch.signatures)
+    # other shapes, depth, activation, loss, optimizer, dropout: all runtime values
+    spec = make_spec(3, (9, 4, 6), 1, act="sigmoid", loss="bce", dropout=0.2)
+    Xb, Tb = problem("bce", n=30, n_in=3, n_out=1)
+    second = CpuEngine(spec, N.init_params(spec, dtype="float64"),
+                       OptimizerConfig(name="rmsprop", clip_norm=1.0),
+                       RegularizationConfig(l1=0.01, dropout=0.2))
+    train(second, Xb, Tb, epochs=1, batch=16, lr=0.01)
+    assert len(K.train_epoch.signatures) == compiled
+    # only the dtype makes a new specialisation: float32 and float64 at most
+    assert {sig[0].dtype.name for sig in K.train_epoch.signatures} <= {"float32", "float64"}
+
+
+def test_unsupported_dtype_is_one_clear_error() -> None:
+    spec = make_spec(3, (5,), 2)
+    with pytest.raises(ConfigError, match="trainer.dtype"):
+        params = np.zeros(spec.n_params, np.float16)
+        CpuEngine(spec, params, OptimizerConfig(), RegularizationConfig())
+
+
+def test_inputs_of_other_dtypes_and_layouts_reuse_the_kernel() -> None:
+    """Fortran-ordered float32 data, an int32 order and read-only arrays are converted, not
+    compiled for: the run equals the one with canonical arrays."""
+    spec = make_spec(4, (6,), 3)
+    params = N.init_params(spec, seed=1, dtype="float64")
+    X, T = problem("cross_entropy", n=20, n_in=4, n_out=3)
+    a = CpuEngine(spec, params, OptimizerConfig(name="sgd", lr=0.1), RegularizationConfig())
+    b = CpuEngine(spec, params, OptimizerConfig(name="sgd", lr=0.1), RegularizationConfig())
+    a.set_train_data(X, T)
+    Xf = np.asfortranarray(X)
+    Xf.flags.writeable = False
+    b.set_train_data(Xf, T.astype(np.float32))
+    order = np.arange(20)[::-1]
+    a.train_epoch(order, np.full(3, 0.1), 8)
+    before = len(K.train_epoch.signatures)
+    lrs = np.full(3, 0.1)
+    lrs.flags.writeable = False
+    b.train_epoch(order.astype(np.int32), lrs, 8)
+    np.testing.assert_array_equal(a.get_params(), b.get_params())
+    assert len(K.train_epoch.signatures) == before
