@@ -87,7 +87,7 @@ def compose_experiment(
 def _check_keys(node: DictConfig, cls: type, prefix: str) -> None:
     """Raise ConfigError for a key that is no field of the dataclass ``cls`` (recursively)."""
     hints = typing.get_type_hints(cls)
-    for key in node.keys():
+    for key in node:
         name = f"{prefix}{key}"
         if key not in hints:
             raise ConfigError(f"{name}: unknown key; allowed: {', '.join(hints)}")
@@ -115,6 +115,10 @@ def _omegaconf_message(e: OmegaConfBaseException) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     first = re.sub(r"\s+", " ", first)
     cls = getattr(e, "object_type", None)
-    if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and cls is not None and dataclasses.is_dataclass(cls):
+    if (
+        isinstance(e, (ConfigKeyError, ConfigAttributeError))
+        and cls is not None
+        and dataclasses.is_dataclass(cls)
+    ):
         first += f"; allowed: {', '.join(f.name for f in dataclasses.fields(cls))}"
     return f"{key}: {first}" if key else first

@@ -1,0 +1,124 @@
+"""Train networks as configured in conf/: one run, or a multirun of several (Hydra ``-m``).
+
+    python run.py                                   # digits, the default model
+    python run.py optimizer=cosine layers.hidden=[128,64]
+    python run.py -m optimizer=cosine,cyclic,plateau data=moons
+    python run.py --cfg job | --help | hydra/launcher=joblib -m ...
+
+A single run writes metrics.csv, summary.json, model.npz and curves.png into
+outputs/runs/<date>/<time>/; a multirun writes one such folder per job under
+outputs/multiruns/<date>/<time>/<job>/ plus results.csv and comparison plots
+(sweeper.multirun.MultirunResults, registered in conf/hydra/default.yaml).
+
+``main`` returns the validation metric (val_accuracy for classification, val_loss for
+regression) so Hydra sweepers can optimise it. A bad value prints one line
+``error: <field>: <what is allowed>`` and exits with status 2 before training; inside a
+multirun the job is recorded as failed (error.txt) and the other jobs go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from conf.schema import register, to_experiment
+from core.config import ConfigError
+
+log = logging.getLogger("nnsweep")
+register()  # the ExperimentConfig schema conf/config.yaml names first in its defaults
+
+
+def objective(summary: dict[str, Any]) -> float:
+    """The metric a sweeper optimises: val_accuracy (maximise) or, for regression, val_loss."""
+    key = "val_accuracy" if summary.get("task") == "classification" else "val_loss"
+    value = summary.get(key)
+    return float("nan") if value is None else float(value)
+
+
+def progress(epochs: int) -> Callable[[dict], str | None]:
+    """Trainer callback that logs about ten evenly spaced epochs of a run."""
+    every = max(1, epochs // 10)
+
+    def log_epoch(row: dict) -> None:
+        epoch = row["epoch"]
+        if epoch == 1 or epoch % every == 0 or epoch == epochs:
+            acc = row["val_accuracy"]
+            acc_text = "" if acc is None or math.isnan(acc) else f"  val_accuracy {acc:.4f}"
+            log.info(
+                f"epoch {epoch:>4}/{epochs}  train_loss {row['train_loss']:.4f}  "
+                f"val_loss {row['val_loss']:.4f}{acc_text}  lr {row['lr']:.3g}"
+            )
+
+    return log_epoch
+
+
+def train(cfg: DictConfig, out_dir: str | Path | None) -> dict[str, Any]:
+    """Validate the composed config, train, write the run folder; return the summary."""
+    exp = to_experiment(cfg)  # ConfigError before any data is loaded
+    from core.experiment import run  # numpy/pandas only when actually training
+
+    return run(exp, out_dir=out_dir, callbacks=[progress(exp.trainer.epochs)])
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _record_failure(out_dir: Path, message: str, detail: str) -> None:
+    """A failed multirun job: error.txt tells results.csv why (no summary.json is written)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "error.txt").write_text(f"{message}\n\n{detail}")
+    print(f"error: {message} (job folder {_shown(out_dir)})", file=sys.stderr)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        summary = train(cfg, out_dir)
+    except ConfigError as e:
+        if not multirun:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        _record_failure(out_dir, str(e), "")
+        return float("nan")
+    except Exception as e:  # one broken job must not end a whole multirun
+        if not multirun:
+            raise
+        _record_failure(out_dir, f"{type(e).__name__}: {e}", traceback.format_exc())
+        return float("nan")
+    metric = objective(summary)
+    acc = summary.get("test_accuracy")
+    test = (
+        f"test_accuracy {acc:.4f}"
+        if acc is not None and not math.isnan(acc)
+        else (f"test_loss {summary['test_loss']:.4g}")
+    )
+    print(
+        f"{test} after {summary['epochs_run']} epochs ({summary['stop_reason']}, "
+        f"{summary['seconds']:.1f} s, engine {summary['engine']}); results in "
+        f"{_shown(out_dir)}{os.sep}"
+    )
+    return metric
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""run.py as users run it: single runs, multiruns, the results table and plots, bad input.
+
+Subprocess runs work in pytest's tmp folders (cwd and hydra.*.dir), never in the repository's
+outputs/. The multirun is shared by several tests through a module fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conf.schema import compose_experiment
+from core.config import OptimizerConfig, SchedulerConfig
+from core.schedules import ReduceLROnPlateau, lr_at
+from sweeper.multirun import labels, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_FILES = ["metrics.csv", "summary.json", "model.npz", "curves.png"]
+PLOTS = ["val_curves.png", "test_metric.png", "lr.png"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = ["data=moons", "data.n_samples=200", "engine=numpy"]
+
+
+def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLBACKEND": "Agg", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def is_png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
+
+
+# ---------------------------------------------------------------- single run, in process
+
+
+def test_default_config_trains_a_good_digits_model(tmp_path: Path) -> None:
+    """`python run.py` composes this config; train() is what its main calls."""
+    from run import objective, train
+
+    cfg, _ = compose_experiment(["engine=numpy"])  # the default run on the reference engine
+    summary = train(cfg, tmp_path)
+    assert summary["dataset"] == "digits" and summary["test_accuracy"] >= 0.95
+    for name in RUN_FILES:
+        assert (tmp_path / name).is_file(), name
+    assert is_png(tmp_path / "curves.png")
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["config"]["optimizer"]["name"] == "adam"
+    assert objective(summary) == summary["val_accuracy"]
+    assert objective({"task": "regression", "val_loss": 0.25, "val_accuracy": None}) == 0.25
+
+
+# ---------------------------------------------------------------- multirun, one subprocess
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    work = tmp_path_factory.mktemp("app")
+    sweep_dir = work / "sweep"
+    proc = run_app(
+        "-m",
+        "optimizer=cosine,cyclic,plateau",
+        *TINY,
+        "trainer.epochs=4",
+        "trainer.early_stopping.enabled=false",
+        "scheduler.step_size=2",  # cyclic: peak at epoch 2
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=work,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep_dir, proc
+
+
+def expected_lrs(summary: dict, metrics: pd.DataFrame) -> np.ndarray:
+    """The lr each epoch starts with, from the job's saved config and the schedule formulas."""
+    config = summary["config"]
+    sch = SchedulerConfig(**config["scheduler"])
+    opt = OptimizerConfig(**config["optimizer"])
+    epochs = config["trainer"]["epochs"]
+    if sch.name != "plateau":
+        return np.array([lr_at(e - 1, sch, opt.lr, epochs) for e in metrics["epoch"]])
+    plateau, lrs = ReduceLROnPlateau(sch, opt.lr), []
+    for value in metrics[sch.monitor]:  # replay the monitored metric
+        lrs.append(plateau.lr)
+        plateau.step(value)
+    return np.array(lrs)
+
+
+@pytest.mark.slow
+def test_multirun_job_folders_follow_their_schedules(sweep) -> None:
+    sweep_dir, proc = sweep
+    lr_columns = {}
+    for job, strategy in enumerate(["cosine", "cyclic", "plateau"]):
+        job_dir = sweep_dir / str(job)
+        for name in RUN_FILES:
+            assert (job_dir / name).is_file(), f"{job}/{name}"
+        assert is_png(job_dir / "curves.png")
+        summary = json.loads((job_dir / "summary.json").read_text())
+        assert summary["config"]["scheduler"]["name"] == strategy
+        assert summary["epochs_run"] == 4
+        metrics = pd.read_csv(job_dir / "metrics.csv")
+        assert list(metrics["epoch"]) == [1, 2, 3, 4]
+        np.testing.assert_allclose(metrics["lr"], expected_lrs(summary, metrics), rtol=1e-12)
+        lr_columns[strategy] = metrics["lr"].to_numpy()
+        assert f"{job_dir.name}{os.sep}" in proc.stdout  # where the run went
+    # cosine falls, cyclic climbs to its peak, plateau stays (val loss keeps falling here)
+    cos, cyc, pla = lr_columns["cosine"], lr_columns["cyclic"], lr_columns["plateau"]
+    assert np.all(np.diff(cos) < 0) and cyc[2] > cyc[0] and np.all(pla == pla[0])
+    assert len({tuple(v) for v in lr_columns.values()}) == 3
+
+
+@pytest.mark.slow
+def test_multirun_results_table_and_plots(sweep) -> None:
+    sweep_dir, proc = sweep
+    results = pd.read_csv(sweep_dir / "results.csv")
+    assert list(results["job"]) == [0, 1, 2]
+    assert list(results["state"]) == ["completed"] * 3
+    assert list(results["optimizer"]) == ["cosine", "cyclic", "plateau"]
+    assert results["overrides"][0].startswith("optimizer=cosine data=moons")
+    assert list(results["epochs_run"]) == [4, 4, 4]
+    for row in results.itertuples():
+        summary = json.loads((sweep_dir / str(row.job) / "summary.json").read_text())
+        assert row.test_accuracy == pytest.approx(summary["test_accuracy"])
+        assert row.best_epoch == summary["best_epoch"]
+    for name in PLOTS:
+        assert is_png(sweep_dir / name), name
+    assert "results.csv" in proc.stdout
+
+
+# ---------------------------------------------------------------- results of a sweep, in process
+
+
+def fake_job(sweep_dir: Path, job: int, overrides: list[str], *, ok: bool) -> Path:
+    """A job folder as Hydra leaves it; a finished one holds a real (tiny) run."""
+    job_dir = sweep_dir / str(job)
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if ok:
+        cfg, _ = compose_experiment([*overrides, *TINY, "trainer=quick"])
+        from run import train
+
+        train(cfg, job_dir)
+    else:
+        (job_dir / "error.txt").write_text("optimizer.lr: -1.0 is out of range\n\ndetail")
+    return job_dir
+
+
+def test_failed_job_is_a_row_and_plots_show_the_rest(tmp_path: Path) -> None:
+    fake_job(tmp_path, 0, ["optimizer.lr=0.01", "layers=small"], ok=True)
+    fake_job(tmp_path, 1, ["optimizer.lr=-1", "layers=small"], ok=False)
+    fake_job(tmp_path, 10, ["optimizer.lr=0.02", "layers=small"], ok=True)  # 10 sorts after 1
+    results = write_results(tmp_path)
+    saved = pd.read_csv(tmp_path / "results.csv")
+    assert list(saved["job"]) == [0, 1, 10]
+    assert list(saved["state"]) == ["completed", "failed", "completed"]
+    assert list(saved["optimizer.lr"]) == [0.01, -1.0, 0.02]
+    assert saved.loc[1, "error"] == "optimizer.lr: -1.0 is out of range"
+    assert np.isnan(saved.loc[1, "test_accuracy"]) and saved.loc[0, "epochs_run"] == 3
+    assert labels(results) == {
+        0: "0: optimizer.lr=0.01",
+        1: "1: optimizer.lr=-1",
+        10: "10: optimizer.lr=0.02",
+    }
+    for name in PLOTS:
+        assert is_png(tmp_path / name), name
+
+
+# ---------------------------------------------------------------- bad input and Hydra's tools
+
+
+def test_out_of_range_value_fails_before_training_with_status_2(tmp_path: Path) -> None:
+    proc = run_app("optimizer.lr=-1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == "error: optimizer.lr: -1.0 is out of range; allowed: 0.0 < optimizer.lr"
+    )
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer=nope", ["Could not find 'optimizer/nope'", "\tcosine", "\tsgd"]),
+        ("optimizer.foo=1", ["Key 'foo' not in 'OptimizerConfig'", "full_key: optimizer.foo"]),
+    ],
+)
+def test_hydra_rejects_unknown_options_and_keys(tmp_path: Path, override: str, expected) -> None:
+    proc = run_app(override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in proc.stderr
+    assert not (tmp_path / "run").exists()  # composition failed before a run folder was made
+
+
+@pytest.mark.slow
+def test_multirun_with_a_failing_job_records_it_and_exits_1(tmp_path: Path) -> None:
+    proc = run_app(
+        "-m",
+        "optimizer.lr=-1,0.01",
+        *TINY,
+        "trainer=quick",
+        "hydra.sweep.dir=sweep",
+        "hydra.callbacks.multirun_results.plots=false",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert "error: optimizer.lr: -1.0 is out of range" in proc.stderr
+    sweep_dir = tmp_path / "sweep"
+    results = pd.read_csv(sweep_dir / "results.csv")
+    assert list(results["state"]) == ["failed", "completed"]
+    assert (sweep_dir / "0" / "error.txt").read_text().startswith("optimizer.lr: -1.0 is out")
+    assert (sweep_dir / "1" / "model.npz").is_file()
+    assert not any((sweep_dir / name).exists() for name in PLOTS)  # plots=false
+
+
+def test_cfg_job_help_and_tab_completion(tmp_path: Path) -> None:
+    shown = run_app("--cfg", "job", "optimizer=cyclic", cwd=tmp_path)
+    assert shown.returncode == 0
+    cfg = yaml.safe_load(shown.stdout)
+    assert (cfg["optimizer"]["name"], cfg["scheduler"]["name"]) == ("momentum", "cyclic")
+    helped = run_app("--help", cwd=tmp_path)
+    assert "optimizer: adam, adamw, cosine, cyclic, momentum" in helped.stdout
+    env = {**os.environ, "COMP_LINE": "python run.py scheduler=co"}
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "-sc", "query=bash"],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.stdout.split() == ["scheduler=constant", "scheduler=cosine"]
+    assert not any(tmp_path.iterdir())  # none of these wrote a run folder
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_parallel(tmp_path: Path) -> None:
+    pytest.importorskip(
+        "hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[parallel]'"
+    )
+    proc = run_app(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "layers=small,wide",
+        *TINY,
+        "trainer=quick",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = pd.read_csv(tmp_path / "sweep" / "results.csv")
+    assert list(results["layers"]) == ["small", "wide"]
+    assert list(results["state"]) == ["completed"] * 2
