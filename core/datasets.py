@@ -1,0 +1,240 @@
+"""Raw data sources: seeded generators, the bundled digits, and .npz/.csv files.
+
+Everything here returns raw arrays (X float64, y as generated or stored); splitting,
+label encoding and standardization live in ``core.data``. scikit-learn and pandas are
+imported where they are used, so importing this module costs only NumPy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from core.config import ConfigError, check_choice, check_range
+
+# Names accepted by generate(); "quantiles" and "regression" are reachable from
+# scripts/make_dataset.py (and through data=file) but are not DataConfig options.
+GENERATED = ("moons", "circles", "blobs", "spirals", "xor", "quantiles", "regression")
+REGRESSION_SETS = ("regression",)
+FILE_EXTENSIONS = (".npz", ".csv")
+DIGITS_IMAGE_SHAPE = (8, 8)
+
+
+def feature_names(n_features: int) -> list[str]:
+    return [f"x{j}" for j in range(n_features)]
+
+
+def generate(
+    name: str, *, n_samples: int, noise: float, n_classes: int, n_features: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw (X, y) of a generated set; the same arguments give bit-identical arrays.
+
+    X is (n_samples, d) float64. y is (n_samples,) int64 class labels, or float64 targets
+    for "regression". ``noise`` is the std of Gaussian noise: on the points for moons,
+    circles, xor and quantiles (labels come from the clean points), the cluster std for
+    blobs, on the arm angle (radians) for spirals, on the target for regression.
+    ``n_classes`` is used by blobs, spirals and quantiles (the others have 2 classes);
+    ``n_features`` by blobs and quantiles (the others are 2-D, regression is 1-D).
+    """
+    check_choice("name", name, GENERATED)
+    check_range("n_samples", n_samples, low=1)
+    check_range("noise", noise, low=0.0)
+    check_range("n_classes", n_classes, low=2)
+    check_range("n_features", n_features, low=1)
+    check_range("seed", seed, low=0, high=2**32 - 1)
+    if name in ("spirals", "xor", "regression"):
+        rng = np.random.default_rng(seed)
+        if name == "spirals":
+            X, y = spirals(n_samples, n_classes, noise, rng)
+        elif name == "xor":
+            X, y = xor(n_samples, noise, rng)
+        else:
+            X, y = regression_curve(n_samples, noise, rng)
+        return X, y
+
+    import sklearn.datasets as skd
+
+    if name == "moons":
+        X, y = skd.make_moons(n_samples, noise=noise, random_state=seed)
+    elif name == "circles":
+        X, y = skd.make_circles(n_samples, noise=noise, factor=0.5, random_state=seed)
+    elif name == "blobs":
+        X, y = skd.make_blobs(
+            n_samples, n_features, centers=n_classes, cluster_std=noise,
+            center_box=(-2.0, 2.0), random_state=seed,
+        )
+    else:  # quantiles: classes are shells of equal probability around the origin
+        X, y = skd.make_gaussian_quantiles(
+            n_samples=n_samples, n_features=n_features, n_classes=n_classes,
+            random_state=seed,
+        )
+        X = X + noise * np.random.default_rng(seed).standard_normal(X.shape)
+    return np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.int64)
+
+
+SPIRAL_TURNS = 1.0  # each arm winds this many turns from the centre (radius 0) to radius 1
+
+
+def spirals(
+    n_samples: int, n_classes: int, noise: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """n_classes interleaved arms; arm k at radius r has angle 2*pi*(k/K + TURNS*r) + noise."""
+    y = np.arange(n_samples, dtype=np.int64) % n_classes  # arm sizes differ by at most 1
+    r = rng.uniform(0.05, 1.0, n_samples)
+    theta = 2 * np.pi * (y / n_classes + SPIRAL_TURNS * r)
+    theta = theta + noise * rng.standard_normal(n_samples)
+    X = np.column_stack([r * np.cos(theta), r * np.sin(theta)])  # (n, 2)
+    return X, y
+
+
+def xor(n_samples: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Points uniform in [-1, 1]^2; class 1 where the signs of x0 and x1 differ."""
+    X = rng.uniform(-1.0, 1.0, (n_samples, 2))
+    y = (X[:, 0] * X[:, 1] < 0).astype(np.int64)
+    return X + noise * rng.standard_normal(X.shape), y
+
+
+def regression_curve(
+    n_samples: int, noise: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """y = x sin(x) + noise on x uniform in [-2 pi, 2 pi]; X is (n, 1), y is (n,)."""
+    X = rng.uniform(-2 * np.pi, 2 * np.pi, (n_samples, 1))
+    y = X[:, 0] * np.sin(X[:, 0]) + noise * rng.standard_normal(n_samples)
+    return X, y
+
+
+def digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """scikit-learn's bundled 8x8 digits: X (1797, 64) pixel values 0..16, y 0..9."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.data.astype(np.float64), bunch.target.astype(np.int64), list(bunch.feature_names)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def read_file(path: str, *, label: str = "label") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read raw (X, y, feature_names) from an .npz (arrays X, y) or a .csv with a header.
+
+    X is (n, d) float64 with finite values. y is (n,) or (n, k) as stored: numbers, or
+    strings for csv text labels. Every problem raises ConfigError with one line that starts
+    with the field to fix (data.path or data.label).
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in FILE_EXTENSIONS:
+        raise ConfigError(
+            f"data.path: unsupported extension {p.suffix or '(none)'!r} in {path!r}; "
+            f"allowed: {', '.join(FILE_EXTENSIONS)}"
+        )
+    if not p.is_file():
+        raise ConfigError(f"data.path: no such file {path!r}")
+    X, y, names = _read_npz(p) if ext == ".npz" else _read_csv(p, label)
+    if len(X) == 0:
+        raise ConfigError(f"data.path: {p.name} has no rows")
+    return X, y, names
+
+
+def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except Exception as e:  # BadZipFile, ValueError (pickled objects), OSError, ...
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(
+            f"data.path: {p.name} is not a readable .npz file ({type(e).__name__}: {msg})"
+        ) from None
+    for key in ("X", "y"):
+        if key not in arrays:
+            raise ConfigError(
+                f"data.path: {p.name} has no array {key!r}; arrays: {', '.join(arrays) or 'none'}"
+            )
+    X, y = arrays["X"], arrays["y"]
+    if X.ndim != 2:
+        raise ConfigError(
+            f"data.path: {p.name} has X with shape {X.shape}; "
+            "expected 2-D (n_samples, n_features)"
+        )
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise ConfigError(f"data.path: {p.name} has X of dtype {X.dtype}; expected numbers")
+    if y.ndim not in (1, 2):
+        raise ConfigError(
+            f"data.path: {p.name} has y with shape {y.shape}; expected (n_samples,) or "
+            "(n_samples, n_targets)"
+        )
+    if len(X) != len(y):
+        raise ConfigError(f"data.path: X has {len(X)} rows but y has {len(y)} in {p.name}")
+    X = X.astype(np.float64)
+    names = feature_names(X.shape[1])
+    if "feature_names" in arrays and arrays["feature_names"].shape == (X.shape[1],):
+        names = [str(s) for s in arrays["feature_names"]]
+    bad = [names[j] for j in np.flatnonzero(~np.isfinite(X).all(axis=0))]
+    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
+        bad.append("y")
+    if bad:
+        raise ConfigError(f"data.path: {p.name} has NaN or inf in columns {', '.join(bad)}")
+    return X, y, names
+
+
+def _read_csv(p: Path, label: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(p)
+    except Exception as e:  # EmptyDataError, ParserError, UnicodeDecodeError, ...
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(
+            f"data.path: {p.name} is not a readable csv file ({type(e).__name__}: {msg})"
+        ) from None
+    columns = [str(c) for c in df.columns]
+    df.columns = columns
+    if label not in columns:
+        raise ConfigError(
+            f"data.label: column {label!r} not in {p.name}; columns: {', '.join(columns)}"
+        )
+    names = [c for c in columns if c != label]
+    if not names:
+        raise ConfigError(f"data.path: {p.name} has no feature columns besides {label!r}")
+    text = [c for c in names if not pd.api.types.is_numeric_dtype(df[c])]
+    if text:
+        example = df[text[0]].dropna()
+        eg = f" (e.g. {example.iloc[0]!r})" if len(example) else ""
+        raise ConfigError(
+            f"data.path: {p.name} has non-numeric feature columns {', '.join(text)}{eg}; "
+            "encode them as numbers"
+        )
+    nan = [c for c in columns if df[c].isna().any()]
+    if nan:
+        raise ConfigError(f"data.path: {p.name} has NaN in columns {', '.join(nan)}")
+    X = df[names].to_numpy(dtype=np.float64)
+    inf = [names[j] for j in np.flatnonzero(~np.isfinite(X).all(axis=0))]
+    if inf:
+        raise ConfigError(f"data.path: {p.name} has inf in columns {', '.join(inf)}")
+    col = df[label]
+    y = col.to_numpy() if pd.api.types.is_numeric_dtype(col) else col.astype(str).to_numpy()
+    if y.dtype == object:
+        y = y.astype(str)
+    return X, y, names
+
+
+def write_file(
+    path: str | Path, X: np.ndarray, y: np.ndarray, *, label: str = "label"
+) -> Path:
+    """Write X, y as .npz (arrays X, y) or .csv (columns x0..x{d-1} and ``label``)."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    check_choice("--out extension", ext, FILE_EXTENSIONS)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if ext == ".npz":
+        np.savez(p, X=X, y=y)
+        return p
+    import pandas as pd
+
+    if y.ndim == 2 and y.shape[1] != 1:
+        raise ConfigError(f"--out: a csv holds one label column; y has shape {y.shape}; use .npz")
+    df = pd.DataFrame(X, columns=feature_names(X.shape[1]))
+    df[label] = y.reshape(len(y))
+    df.to_csv(p, index=False)  # floats are written with repr(), so they read back exactly
+    return p
