@@ -178,6 +178,12 @@ def plot_comparison(results: pd.DataFrame, curves: pd.DataFrame, out: Path) -> l
             data=curves, x="epoch", y=metric, hue="run", hue_order=order, marker=marker, ax=ax
         )
         ax.set_title(metric.replace("_", " "))
+        values = curves[metric].dropna()
+        if metric == "val_loss" and len(values) and 0 < 20 * values.min() < values.max():
+            ax.set_yscale(
+                "log"
+            )  # falls by decades: keep the late differences between jobs visible
+            ax.set_title("val loss (log scale)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.get_legend().remove()
     axes[0, -1].legend(*axes[0, 0].get_legend_handles_labels(), title="job", **legend_kw)
@@ -210,7 +216,11 @@ def plot_comparison(results: pd.DataFrame, curves: pd.DataFrame, out: Path) -> l
     # 3. learning rate against epoch per job
     fig, ax = plt.subplots(figsize=(7.7, 4))
     sns.lineplot(data=curves, x="epoch", y="lr", hue="run", hue_order=order, marker=marker, ax=ax)
-    ax.set_title("learning rate (first step of each epoch)")
+    same = curves.groupby("epoch")["lr"].nunique().max() == 1
+    title = "learning rate (first step of each epoch)" + (
+        ", the same in every job" if same else ""
+    )
+    ax.set_title(title, pad=14)  # room for the axis' 1e-3 multiplier under it
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(title="job", **legend_kw)
