@@ -18,11 +18,10 @@ from ..config import OPTIMIZERS
 from ._cpu_ops import (
     activate,
     activation_backward,
-    add_bias,
     column_sums,
+    dense_forward,
     dropout,
     loss_and_grad,
-    mm_nn,
     mm_nt,
     mm_tn,
 )
@@ -130,7 +129,7 @@ def train_epoch(
     keep: np.ndarray, scale: np.ndarray, loss_code: int, opt_code: int, hp: np.ndarray,
     beta1: float, beta2: float, clip: float, seed: int,
     Xb: np.ndarray, Tb: np.ndarray, Z: np.ndarray, H: np.ndarray, M: np.ndarray,
-    D: np.ndarray, G1: np.ndarray, G2: np.ndarray,
+    D: np.ndarray, G1: np.ndarray, G2: np.ndarray, S: np.ndarray,
 ) -> tuple[float, int]:
     """Train one epoch in place; return (sum over samples of the batch-mean loss times the
     batch size, correctly classified training samples).
@@ -141,7 +140,8 @@ def train_epoch(
     (capacity * units of the layers below); acts (L,) activation codes; keep (L,) float64 keep
     probabilities (1: no dropout) and scale (L,) dtype 1 / keep. Workspaces (1-D, dtype):
     Xb, Tb >= batch * n_in / n_out; Z, H, M, D >= batch * sum(units) (pre-activation,
-    activation, dropout mask, masked activation); G1, G2 >= batch * max(units).
+    activation, dropout mask, masked activation); G1, G2 >= batch * max(units);
+    S >= max(n_in * n_out) of a layer (transposes of the small-product loops).
     """
     n_layers = w_off.shape[0]
     n = order.shape[0]
@@ -166,8 +166,7 @@ def train_epoch(
             W = view(params, w_off[layer], k_in, k_out)
             b = params[w_off[layer] + k_in * k_out : w_off[layer] + k_in * k_out + k_out]
             z = view(Z, unit_off[layer], bs, k_out)
-            mm_nn(a, W, z)
-            add_bias(z, b)
+            dense_forward(a, W, b, z)
             if layer == n_layers - 1:
                 break
             h = view(H, unit_off[layer], bs, k_out)
@@ -197,12 +196,12 @@ def train_epoch(
             else:
                 a_prev = view(H, unit_off[layer - 1], bs, k_in)
             w0 = w_off[layer]
-            mm_tn(a_prev, dz, view(grad, w0, k_in, k_out))
+            mm_tn(a_prev, dz, view(grad, w0, k_in, k_out), S)
             column_sums(dz, grad[w0 + k_in * k_out : w0 + k_in * k_out + k_out])
             if layer == 0:
                 break
             da = view(other, 0, bs, k_in)
-            mm_nt(dz, view(params, w0, k_in, k_out), da)
+            mm_nt(dz, view(params, w0, k_in, k_out), da, S)
             if keep[layer - 1] < 1.0:
                 mask = view(M, unit_off[layer - 1], bs, k_in)
                 for s in range(bs):

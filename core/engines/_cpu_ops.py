@@ -28,56 +28,20 @@ CROSS_ENTROPY, BCE, MSE = _LOSS["cross_entropy"], _LOSS["bce"], _LOSS["mse"]
 BLAS_MIN_FMAS = 32 * 64 * 64
 
 # ---------------------------------------------------------------- matrix products
+# Small products run as loops ordered so that consecutive updates hit different outputs (no
+# store-to-load chain) and the innermost loop runs along the longer output dimension.
 
 
 @njit(cache=True, error_model="numpy")
-def mm_nn(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
-    """out (m, n) = A (m, k) @ B (k, n)."""
+def acc_nn(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
+    """out (m, n) += A (m, k) @ B (k, n) as loops, one rank-1 update per p."""
     m, k = A.shape
     n = B.shape[1]
-    if m * k * n >= BLAS_MIN_FMAS:
-        np.dot(A, B, out)
-        return
-    for i in range(m):
-        for j in range(n):
-            out[i, j] = 0.0
-        for p in range(k):
+    for p in range(k):
+        for i in range(m):
             a = A[i, p]
             for j in range(n):
                 out[i, j] += a * B[p, j]
-
-
-@njit(cache=True, error_model="numpy")
-def mm_tn(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
-    """out (k, n) = A.T @ B for A (m, k), B (m, n): the weight gradient a_prev.T @ dz."""
-    m, k = A.shape
-    n = B.shape[1]
-    if m * k * n >= BLAS_MIN_FMAS:
-        np.dot(A.T, B, out)
-        return
-    out[:, :] = 0.0
-    for s in range(m):
-        for i in range(k):
-            a = A[s, i]
-            for j in range(n):
-                out[i, j] += a * B[s, j]
-
-
-@njit(cache=True, error_model="numpy")
-def mm_nt(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
-    """out (m, k) = A @ B.T for A (m, n), B (k, n): the input gradient dz @ W.T."""
-    m, n = A.shape
-    k = B.shape[0]
-    if m * k * n >= BLAS_MIN_FMAS:
-        np.dot(A, B.T, out)
-        return
-    for s in range(m):
-        for i in range(k):
-            out[s, i] = 0.0
-        for j in range(n):
-            a = A[s, j]
-            for i in range(k):
-                out[s, i] += a * B[i, j]
 
 
 @njit(cache=True, error_model="numpy")
@@ -85,6 +49,66 @@ def add_bias(z: np.ndarray, b: np.ndarray) -> None:
     for s in range(z.shape[0]):
         for j in range(z.shape[1]):
             z[s, j] += b[j]
+
+
+@njit(cache=True, error_model="numpy")
+def dense_forward(A: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out (m, n) = A (m, k) @ W (k, n) + b (n,)."""
+    m, k = A.shape
+    n = W.shape[1]
+    if m * k * n >= BLAS_MIN_FMAS:
+        np.dot(A, W, out)
+        add_bias(out, b)
+        return
+    for i in range(m):
+        out[i, :] = b
+    acc_nn(A, W, out)
+
+
+@njit(cache=True, error_model="numpy")
+def mm_tn(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> None:
+    """out (k, n) = A.T @ B for A (m, k), B (m, n): the weight gradient a_prev.T @ dz.
+    scratch holds >= k * n elements."""
+    m, k = A.shape
+    n = B.shape[1]
+    if m * k * n >= BLAS_MIN_FMAS:
+        np.dot(A.T, B, out)
+        return
+    if n >= k:
+        out[:, :] = 0.0
+        for s in range(m):
+            for i in range(k):
+                a = A[s, i]
+                for j in range(n):
+                    out[i, j] += a * B[s, j]
+        return
+    out_t = scratch[: n * k].reshape(n, k)  # narrow output: accumulate out.T, rows of k
+    out_t[:, :] = 0.0
+    for s in range(m):
+        for j in range(n):
+            b = B[s, j]
+            for i in range(k):
+                out_t[j, i] += b * A[s, i]
+    for i in range(k):
+        for j in range(n):
+            out[i, j] = out_t[j, i]
+
+
+@njit(cache=True, error_model="numpy")
+def mm_nt(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> None:
+    """out (m, k) = A @ B.T for A (m, n), B (k, n): the input gradient dz @ W.T.
+    scratch holds >= k * n elements."""
+    m, n = A.shape
+    k = B.shape[0]
+    if m * k * n >= BLAS_MIN_FMAS:
+        np.dot(A, B.T, out)
+        return
+    B_t = scratch[: n * k].reshape(n, k)  # (n, k): W.T made contiguous, cheaper than strides
+    for i in range(k):
+        for j in range(n):
+            B_t[j, i] = B[i, j]
+    out[:, :] = 0.0
+    acc_nn(A, B_t, out)
 
 
 @njit(cache=True, error_model="numpy")
@@ -197,13 +221,13 @@ def loss_and_grad(
                 mx = max(mx, z[s, j])
             se = zero
             for j in range(k):
-                se += np.exp(z[s, j] - mx)
+                g[s, j] = np.exp(z[s, j] - mx)  # (k,) unnormalised probabilities
+                se += g[s, j]
             lse = np.log(se)
             row = zero
             for j in range(k):
-                logp = z[s, j] - mx - lse
-                row += T[s, j] * logp
-                g[s, j] = (np.exp(logp) - T[s, j]) / n
+                row += T[s, j] * (z[s, j] - mx - lse)  # T * log p
+                g[s, j] = (g[s, j] / se - T[s, j]) / n
             total -= row
             if argmax_row(z, s) == argmax_row(T, s):
                 correct += 1

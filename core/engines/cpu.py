@@ -99,6 +99,7 @@ class CpuEngine(Engine):
         self.Z, self.H, self.M, self.D = (np.zeros(batch * int(units.sum()), dt) for _ in range(4))
         # ping-pong (batch, units) gradients of the backward pass
         self.G1, self.G2 = (np.zeros(batch * int(self.sizes.max()), dt) for _ in range(2))
+        self.S = np.zeros(int(np.max(self.sizes[:-1] * self.sizes[1:])), dt)  # a (W.T) scratch
         self.unit_off = batch * np.concatenate([[0], np.cumsum(units[:-1])]).astype(np.int64)
         self.capacity = batch
 
@@ -128,7 +129,7 @@ class CpuEngine(Engine):
             self.sizes, self.w_off, self.unit_off, self.acts, self.keep, self.scale,
             self.loss_code, self.opt_code, self.hp,
             float(o.beta1), float(o.beta2), self.clip, seed,
-            self.Xb, self.Tb, self.Z, self.H, self.M, self.D, self.G1, self.G2,
+            self.Xb, self.Tb, self.Z, self.H, self.M, self.D, self.G1, self.G2, self.S,
         )  # fmt: skip
         self.epochs_run += 1
         acc = correct / n if is_classifier(self.spec.loss, self.spec.n_out) else float("nan")
