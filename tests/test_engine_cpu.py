@@ -179,3 +179,21 @@ def test_inputs_of_other_dtypes_and_layouts_reuse_the_kernel() -> None:
     b.train_epoch(order.astype(np.int32), lrs, 8)
     np.testing.assert_array_equal(a.get_params(), b.get_params())
     assert len(K.train_epoch.signatures) == before
+
+
+def test_batch_sizes_changing_between_epochs_and_larger_than_the_data() -> None:
+    spec = make_spec(4, (6,), 3)
+    params = N.init_params(spec, seed=1, dtype="float64")
+    X, T = problem("cross_entropy", n=20, n_in=4, n_out=3)
+    opt = OptimizerConfig(name="momentum", lr=0.1)
+    fast = CpuEngine(spec, params, opt, RegularizationConfig())
+    ref = NumpyEngine(spec, params, opt, RegularizationConfig())
+    for engine in (fast, ref):
+        engine.set_train_data(X, T)
+    order = np.random.default_rng(0).permutation(20)
+    for batch in (3, 64, 7):  # grows the workspace, then a full-data step, then shrinks
+        steps = -(-20 // batch)
+        got = fast.train_epoch(order, np.full(steps, 0.1), batch)
+        want = ref.train_epoch(order, np.full(steps, 0.1), batch)
+        assert got == pytest.approx(want, rel=1e-12)
+    np.testing.assert_allclose(fast.get_params(), ref.get_params(), rtol=1e-12, atol=1e-14)

@@ -117,7 +117,7 @@ class CpuEngine(Engine):
             return float("nan"), float("nan")
         if len(lrs) < -(-n // batch_size):
             raise ValueError(f"lrs: {len(lrs)} learning rates for {-(-n // batch_size)} steps")
-        self._workspace(batch_size)
+        self._workspace(min(batch_size, n))
         seed = -1
         if self.has_dropout:  # a fresh stream per (engine seed, epoch): see the module doc
             seq = np.random.SeedSequence([self.seed, self.epochs_run])

@@ -1,0 +1,312 @@
+"""Training speed of nnsweep against PyTorch, scikit-learn and a plain NumPy loop.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python scripts/benchmark.py [--quick]
+
+Two workloads of issue #6, on identical synthetic float32 data, Adam, ReLU, softmax CE:
+  wide   784-256-128-10, batch 128, one epoch of 60,000 samples
+  tiny   2-16-16-2 on moons (2,000 samples), batch 32, 200 epochs
+Every contestant runs ``--repeats`` times; the table shows the best run (the median is in
+the CSV), its samples/s, GFLOP/s counted as 6 x parameters x samples, its time relative to
+nnsweep's cpu engine and the percentage of the float32 GEMM peak measured in the same run.
+numba's compile time (first call with an empty cache vs a cache load) is measured in fresh
+subprocesses and reported separately. Results: outputs/benchmarks/benchmark.csv, targets.csv
+and benchmark.png. PyTorch (``pip install torch==2.13.0``) is optional: without it its rows
+say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run as `python scripts/benchmark.py` from a checkout
+
+import bench_baselines as B  # this script's folder is on sys.path
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    sizes: tuple[int, ...]
+    n: int
+    batch: int
+    epochs: int
+    lr: float = 1e-3
+
+    @property
+    def n_params(self) -> int:
+        return sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+
+    def label(self) -> str:
+        arch = "-".join(map(str, self.sizes))
+        return f"{self.name} {arch} b{self.batch} n{self.n} x{self.epochs}ep"
+
+
+def workloads(quick: bool) -> list[Workload]:
+    return [
+        Workload("wide", (784, 256, 128, 10), 6_000 if quick else 60_000, 128, 1),
+        Workload("tiny", (2, 16, 16, 2), 2_000, 32, 20 if quick else 200),
+    ]
+
+
+def make_data(wl: Workload, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X (n, n_in) float32 standardised, y (n,) int64, Y (n, n_out) float32 one-hot."""
+    rng = np.random.default_rng(seed)
+    if wl.name == "tiny":
+        from sklearn.datasets import make_moons
+
+        X, y = make_moons(wl.n, noise=0.2, random_state=seed)
+        X = (X - X.mean(0)) / X.std(0)
+    else:  # MNIST-shaped: labels from a random linear teacher, so the task is learnable
+        X = rng.normal(size=(wl.n, wl.sizes[0]))
+        y = np.argmax(X @ rng.normal(size=(wl.sizes[0], wl.sizes[-1])), axis=1)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    y = y.astype(np.int64)
+    return X, y, np.eye(wl.sizes[-1], dtype=np.float32)[y]
+
+
+def gemm_peak(size: int = 2048, repeats: int = 10) -> float:
+    """Best float32 np.dot throughput of two size x size matrices, GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((size, size), dtype=np.float32) for _ in range(2))
+    out = np.empty_like(a)
+    np.dot(a, b, out=out)
+    best = min(_timed(lambda: np.dot(a, b, out=out)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+_COMPILE_PROBE = """
+import sys, time
+sys.path.insert(0, {root!r})
+import numpy as np
+from core import network as N
+from core.config import OptimizerConfig, RegularizationConfig
+from core.engines.cpu import CpuEngine
+spec = N.NetworkSpec(2, (N.LayerSpec(4, "relu"), N.LayerSpec(2, "softmax")), "cross_entropy")
+params = N.init_params(spec, dtype="float32")
+e = CpuEngine(spec, params, OptimizerConfig(), RegularizationConfig())
+e.set_train_data(np.zeros((8, 2), np.float32), np.eye(2, dtype=np.float32)[[0, 1] * 4])
+t = time.perf_counter()
+e.train_epoch(np.arange(8), np.full(1, 1e-3), 8)
+print(time.perf_counter() - t)
+"""
+
+
+def compile_seconds() -> tuple[float, float]:
+    """(first call with an empty numba cache, first call loading that cache), in fresh
+    processes with their own NUMBA_CACHE_DIR so the repository's cache is left alone."""
+    code = _COMPILE_PROBE.format(root=str(ROOT))
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        runs = [
+            float(subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                 capture_output=True, text=True).stdout.split()[-1])
+            for _ in range(2)
+        ]  # fmt: skip
+    return runs[0], runs[1]
+
+
+def blas_report() -> list[str]:
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS numba's np.dot calls)
+    from threadpoolctl import threadpool_info
+
+    lines = []
+    for info in threadpool_info():
+        if info.get("user_api") == "blas":
+            lines.append(
+                f"{info['internal_api']} {info['version']} kernel={info.get('architecture')} "
+                f"threads={info['num_threads']} ({Path(info['filepath']).name})"
+            )
+    return lines
+
+
+CONTESTANTS = ("nnsweep cpu", "nnsweep numpy", "nnsweep cuda", "pytorch",
+               "sklearn MLPClassifier", "numpy loop")
+
+
+def trainer_of(name: str) -> tuple[B.Trainer | None, str]:
+    """(trainer, note) of a contestant; trainer None when it cannot run here."""
+    if name.startswith("nnsweep"):
+        engine = name.split()[1]
+        if engine == "cuda":
+            from core.engines import cuda_available
+
+            if not cuda_available():
+                return None, "not measured (no GPU on this machine)"
+        return B.train_nnsweep(engine), ""
+    if name == "pytorch":
+        torch = B.torch_version()
+        if torch is None:
+            return None, "not installed: pip install torch==2.13.0"
+        return B.train_torch, f"torch {torch}"
+    if name == "sklearn MLPClassifier":
+        return B.train_sklearn, "2 classes: 1 logistic output unit"
+    return B.train_numpy_loop, "hand-written, per-minibatch Python loop"
+
+
+def worker(workload: str, name: str, quick: bool, repeats: int) -> dict:
+    """Time one contestant on one workload (runs in its own process: see run())."""
+    wl = next(w for w in workloads(quick) if w.name == workload)
+    trainer, note = trainer_of(name)
+    if trainer is None:
+        return {"note": note}
+    X, y, Y = make_data(wl)
+    warm = wl.batch * 2  # warm-up: compile or cache load, imports, thread pools
+    trainer(X[:warm], y[:warm], Y[:warm], wl.sizes, wl.batch, 1, wl.lr, 0)
+    times = [trainer(X, y, Y, wl.sizes, wl.batch, wl.epochs, wl.lr, 0) for _ in range(repeats)]
+    return {"note": note, "times": times}
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict]:
+    """Every (workload, contestant) runs in a fresh process: PyTorch's OpenMP threads and
+    OpenBLAS's pthreads both spin after each call, and sharing one process on two cores
+    slows whichever runs second by several times."""
+    import sklearn
+
+    peak = gemm_peak()
+    info = {"gemm_peak_gflops": peak, "blas": blas_report(), "sklearn": sklearn.__version__}
+    print(f"float32 GEMM peak (np.dot 2048^2, best of 10): {peak:.1f} GFLOP/s")
+    for line in info["blas"]:
+        print(f"BLAS: {line}")
+    first, cached = compile_seconds()
+    info["compile_first_s"], info["compile_cached_s"] = first, cached
+    print(f"numba compile of the fused epoch (float32): first call {first:.2f} s, "
+          f"cached {cached:.2f} s (not included in any time below)")  # fmt: skip
+    rows = []
+    for wl in workloads(args.quick):
+        flops = 6 * wl.n_params * wl.n * wl.epochs
+        for name in CONTESTANTS:
+            cmd = [sys.executable, __file__, "--worker", wl.name, name, "--repeats",
+                   str(args.repeats)] + (["--quick"] if args.quick else [])  # fmt: skip
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            row = {"workload": wl.label(), "implementation": name, "note": result["note"]}
+            rows.append(row)
+            if "times" not in result:
+                print(f"  {wl.name:5s} {name:22s} {result['note']}")
+                continue
+            best = min(result["times"])
+            row.update(seconds=best, median_s=statistics.median(result["times"]),
+                       samples_per_s=wl.n * wl.epochs / best, gflops=flops / best / 1e9)
+            print(f"  {wl.name:5s} {name:22s} best {best:8.4f} s  median {row['median_s']:8.4f} s")
+    after = gemm_peak()  # again at the end: the best of both is the peak of this run
+    print(f"float32 GEMM peak again after the runs: {after:.1f} GFLOP/s")
+    peak = info["gemm_peak_gflops"] = max(peak, after)
+    for row in rows:  # time relative to nnsweep cpu on the same workload (> 1: slower)
+        ref = next(r for r in rows if r["workload"] == row["workload"]
+                   and r["implementation"] == "nnsweep cpu")  # fmt: skip
+        if "seconds" in row:
+            row["time_vs_nnsweep_cpu"] = row["seconds"] / ref["seconds"]
+            row["pct_gemm_peak"] = 100 * row["gflops"] / peak
+    return rows, targets(rows, peak), info
+
+
+def targets(rows: list[dict], peak: float) -> list[dict]:
+    """The targets of issue #6, each with the measured value and whether it was met."""
+
+    def get(wl: str, impl: str) -> dict:
+        match = (r for r in rows if r["workload"].startswith(wl) and r["implementation"] == impl)
+        return next(match, {})
+
+    out = []
+    for wl, impl, need in [("wide", "pytorch", 1.3), ("tiny", "pytorch", 50.0),
+                           ("tiny", "numpy loop", 10.0)]:  # fmt: skip
+        other = get(wl, impl).get("seconds")
+        got = other / get(wl, "nnsweep cpu")["seconds"] if other else float("nan")
+        out.append({"target": f"{wl}: nnsweep cpu >= {need:g}x {impl} samples/s",
+                    "measured": got, "met": bool(got >= need) if other else None})  # fmt: skip
+    pct = get("wide", "nnsweep cpu")["gflops"] / peak * 100
+    out.append({"target": "wide: nnsweep cpu >= 85% of the GEMM peak", "measured": pct,
+                "met": bool(pct >= 85)})  # fmt: skip
+    return out
+
+
+def report(rows: list[dict], goals: list[dict], info: dict, out_dir: Path) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    cols = ["workload", "implementation", "seconds", "median_s", "samples_per_s", "gflops",
+            "time_vs_nnsweep_cpu", "pct_gemm_peak", "note"]  # fmt: skip
+    df = df.reindex(columns=cols)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_dir / "benchmark.csv", index=False)
+    pd.DataFrame(goals).to_csv(out_dir / "targets.csv", index=False)
+    show = df.drop(columns=["median_s"]).copy()
+    show["note"] = show["note"].fillna("")
+    print()
+    print(show.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:,.3g}"))
+    print()
+    for g in goals:
+        verdict = "n/a (not measured)" if g["met"] is None else ("met" if g["met"] else "NOT met")
+        print(f"target {g['target']}: measured {g['measured']:.3g} -> {verdict}")
+    plot(df, info, out_dir / "benchmark.png")
+    names = ", ".join(str(out_dir / f) for f in ("benchmark.csv", "targets.csv", "benchmark.png"))
+    print(f"\nwrote {names}")
+
+
+def plot(df, info: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    measured = df.dropna(subset=["seconds"])
+    grid = sns.catplot(data=measured, kind="bar", x="samples_per_s", y="implementation",
+                       col="workload", sharex=False, height=3.2, aspect=1.6,
+                       color="tab:blue")  # fmt: skip
+    for ax, (_, part) in zip(grid.axes.flat, measured.groupby("workload", sort=False)):
+        ax.set_xscale("log")  # bars start at the decade below the slowest contestant
+        speeds = part["samples_per_s"]
+        ax.set_xlim(10 ** np.floor(np.log10(speeds.min())), speeds.max() * 6)
+        ax.set_xlabel("training samples / s (log scale)")
+        for container in ax.containers:
+            ax.bar_label(container, fmt="{:,.0f}", fontsize=7, padding=2)
+    grid.set_titles("{col_name}", size=9)
+    grid.figure.suptitle(f"Training throughput, float32, Adam (higher is better); "
+                         f"GEMM peak {info['gemm_peak_gflops']:.0f} GFLOP/s", y=1.03)  # fmt: skip
+    missing = df[df["seconds"].isna()].drop_duplicates("implementation")
+    if len(missing):
+        text = "; ".join(f"{r.implementation}: {r.note}" for r in missing.itertuples())
+        grid.figure.text(0.01, -0.04, f"Not shown: {text}", fontsize=8)
+    grid.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="6,000 samples wide, 20 epochs tiny")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per contestant; best counts")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
+    parser.add_argument("--worker", nargs=2, metavar=("WORKLOAD", "CONTESTANT"),
+                        help=argparse.SUPPRESS)  # internal: time one contestant, print JSON
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.quick, args.repeats)))
+        return 0
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if var in os.environ:
+            print(f"warning: {var}={os.environ[var]} is set; the issue's numbers are taken with "
+                  f"`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`")  # fmt: skip
+    rows, goals, info = run(args)
+    report(rows, goals, info, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
