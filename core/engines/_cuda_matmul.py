@@ -32,6 +32,7 @@ def build_matmuls(
     ``uniform(states, i)`` are device functions of the same scalar type.
     """
     zero, one = ft(0.0), ft(1.0)
+    padded = (tile, tile + 1)  # shared shapes must be compile-time constants, not expressions
 
     @cuda.jit
     def forward(A, P, w_off, rows, Z, Out, M, act, slope, keep, inv_keep, states):
@@ -76,7 +77,7 @@ def build_matmuls(
     def dx(G, P, w_off, rows, Zp, Mp, act, slope, use_mask, D):
         # G (>= rows, n_out) = dL/dZ of this layer -> D (>= rows, n_in) = dL/dZ of the one below
         sG = cuda.shared.array((tile, tile), ft)
-        sWt = cuda.shared.array((tile, tile + 1), ft)  # sWt[c, k] = W[k, c]
+        sWt = cuda.shared.array(padded, ft)  # sWt[c, k] = W[k, c]
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         n_out, n_in = G.shape[1], D.shape[1]
         for tr in range(cuda.blockIdx.y, (rows + tile - 1) // tile, cuda.gridDim.y):
@@ -106,7 +107,7 @@ def build_matmuls(
     @cuda.jit
     def dw(A, G, rows, grad, w_off):
         # [A, 1].T (n_in + 1, rows) @ G (rows, n_out) -> grad[w_off : w_off + (n_in + 1) * n_out]
-        sAt = cuda.shared.array((tile, tile + 1), ft)  # sAt[k, r] = A[r, k]
+        sAt = cuda.shared.array(padded, ft)  # sAt[k, r] = A[r, k]
         sG = cuda.shared.array((tile, tile), ft)
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         n_in, n_out = A.shape[1], G.shape[1]
