@@ -171,7 +171,7 @@ class CudaEngine(Engine):
         self.t = 0  # optimizer steps taken (Adam's bias correction)
         self.partial = cuda.device_array(self.launch.red_blocks, np.float64)
         self.stats = cuda.device_array(2, np.float64)
-        self.states = None
+        self.states = self.placeholder = None
         self.train_buf: _Buffers | None = None
         self.eval_buf: _Buffers | None = None
         self.rows = (cuda.device_array(0, np.float64), cuda.device_array(0, np.float64))
@@ -211,7 +211,9 @@ class CudaEngine(Engine):
         if self.train_buf is None or self.train_buf.cap < cap:
             self.train_buf = _Buffers(self.layers, cap, self.dtype, train=True)
             n_states = self._n_states(cap)
-            if self.states is None or self.states.size < n_states:
+            if any(ly.keep < 1 for ly in self.layers) and (
+                self.states is None or self.states.size < n_states
+            ):
                 # xoroshiro128p streams from the seed, created once per run (again only if a
                 # larger batch needs more threads)
                 from numba.cuda.random import create_xoroshiro128p_states
@@ -225,11 +227,14 @@ class CudaEngine(Engine):
         return self.rows
 
     def _states(self):
-        if self.states is None:
-            from numba.cuda.random import create_xoroshiro128p_states
+        """The dropout RNG states, or a placeholder that is never drawn from (no dropout yet)."""
+        if self.states is not None:
+            return self.states
+        if self.placeholder is None:
+            from numba.cuda.random import xoroshiro128p_dtype
 
-            self.states = create_xoroshiro128p_states(1, seed=self.seed)  # unused: no dropout
-        return self.states
+            self.placeholder = cuda.device_array(1, dtype=xoroshiro128p_dtype)
+        return self.placeholder
 
     # ------------------------------------------------------------------ passes
 
@@ -374,4 +379,4 @@ class CudaEngine(Engine):
 
     def close(self) -> None:
         """Drop the device arrays so the memory returns to the pool."""
-        self.X = self.T = self.train_buf = self.eval_buf = self.states = None
+        self.X = self.T = self.train_buf = self.eval_buf = self.states = self.placeholder = None
