@@ -180,6 +180,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict]:
     slows whichever runs second by several times."""
     import sklearn
 
+    print("load average at start (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     peak = gemm_peak()
     info = {"gemm_peak_gflops": peak, "blas": blas_report(), "sklearn": sklearn.__version__}
     print(f"float32 GEMM peak (np.dot 2048^2, best of 10): {peak:.1f} GFLOP/s")
@@ -208,6 +209,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict]:
             print(f"  {wl.name:5s} {name:22s} best {best:8.4f} s  median {row['median_s']:8.4f} s")
     after = gemm_peak()  # again at the end: the best of both is the peak of this run
     print(f"float32 GEMM peak again after the runs: {after:.1f} GFLOP/s")
+    print("load average at end (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     peak = info["gemm_peak_gflops"] = max(peak, after)
     for row in rows:  # time relative to nnsweep cpu on the same workload (> 1: slower)
         ref = next(r for r in rows if r["workload"] == row["workload"]

@@ -1,0 +1,52 @@
+"""The benchmark's bookkeeping (FLOP count, targets), not its timings."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+
+import pytest
+
+from core import network as N
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    name = "nnsweep_benchmark_script"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_workloads_count_the_parameters_of_the_network(bench, quick: bool) -> None:
+    for wl in bench.workloads(quick):
+        hidden = tuple(N.LayerSpec(u, "relu") for u in wl.sizes[1:-1])
+        output = N.LayerSpec(wl.sizes[-1], "softmax")
+        spec = N.NetworkSpec(wl.sizes[0], hidden + (output,), "cross_entropy")
+        assert wl.n_params == spec.n_params
+    wide, tiny = bench.workloads(False)
+    assert (wide.sizes, wide.n, wide.batch, wide.epochs) == ((784, 256, 128, 10), 60_000, 128, 1)
+    assert (tiny.sizes, tiny.n, tiny.batch, tiny.epochs) == ((2, 16, 16, 2), 2_000, 32, 200)
+
+
+def test_targets_compare_times_and_mark_missing_contestants(bench) -> None:
+    wide, tiny = (wl.label() for wl in bench.workloads(False))
+    rows = [
+        {"workload": wide, "implementation": "nnsweep cpu", "seconds": 0.5, "gflops": 170.0},
+        {"workload": wide, "implementation": "pytorch", "seconds": 0.6},
+        {"workload": tiny, "implementation": "nnsweep cpu", "seconds": 0.05},
+        {"workload": tiny, "implementation": "numpy loop", "seconds": 0.7},
+        {"workload": tiny, "implementation": "pytorch"},  # not installed: no time
+    ]
+    wide_torch, tiny_torch, tiny_loop, wide_peak = bench.targets(rows, peak=190.0)
+    assert wide_torch["measured"] == pytest.approx(1.2) and wide_torch["met"] is False
+    assert tiny_loop["measured"] == pytest.approx(14.0) and tiny_loop["met"] is True
+    assert math.isnan(tiny_torch["measured"]) and tiny_torch["met"] is None
+    assert wide_peak["measured"] == pytest.approx(100 * 170 / 190) and wide_peak["met"] is True
+    assert "85%" in wide_peak["target"] and "1.3x pytorch" in wide_torch["target"]
