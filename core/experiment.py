@@ -132,13 +132,14 @@ def make_summary(
     return summary
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
+    """NaN/inf -> None and NumPy scalars -> Python, recursively, for strict JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
@@ -153,9 +154,9 @@ def write_outputs(
     metrics = pd.DataFrame(result.history)
     metrics.to_csv(out / "metrics.csv", index=False)
     config = asdict(cfg)
-    (out / "summary.json").write_text(json.dumps(_json_safe({**summary, "config": config}), indent=2))
+    (out / "summary.json").write_text(json.dumps(json_safe({**summary, "config": config}), indent=2))
     meta = {"dataset": ds.name, "feature_names": ds.feature_names, "image_shape": ds.image_shape, "config": config}
-    C.save(out / "model.npz", C.Checkpoint(params, spec, ds.mean, ds.std, ds.task, ds.classes, _json_safe(meta)))
+    C.save(out / "model.npz", C.Checkpoint(params, spec, ds.mean, ds.std, ds.task, ds.classes, json_safe(meta)))
     if plot and len(metrics):
         from .plots import plot_curves
 

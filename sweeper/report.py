@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+
+from core.experiment import json_safe
 
 ATTRS = ("best_epoch", "epochs_run", "pruned_at", "stop_reason", "fail_reason", "train_seconds",
          "val_loss", "val_accuracy", "train_loss", "train_accuracy", "retry_of", "worker", "dir")
@@ -107,23 +107,11 @@ def evaluate_best(study, study_dir: Path) -> dict | None:
         for name in ("metrics.csv", "summary.json"):
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, best_dir / name)
-    text = json.dumps(_clean(summary), indent=2, default=str)
+    text = json.dumps(json_safe(summary), indent=2, default=str)
     if best_dir.exists():
         (best_dir / "test_metrics.json").write_text(text)
     (study_dir / "summary.json").write_text(text)
     return summary
-
-
-def _clean(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def write_report(study, study_dir: Path, *, plots: bool = True) -> dict:

@@ -50,7 +50,7 @@ def test_exact_count_resume_tables_and_plots(tmp_path):
     s.trials = 8
     study = run_study(s, progress=False)
     assert [t.number for t in study.trials] == list(range(8))
-    summary = write_report(study, s.dir)
+    write_report(study, s.dir)
     trials = pd.read_csv(s.dir / "trials.csv")
     assert len(trials) == 8
     for col in ["number", "state", "value", "optimizer", "optimizer.lr", "layers.activation",
