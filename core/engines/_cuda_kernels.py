@@ -19,16 +19,25 @@ Reductions are tree sums in shared memory written per block (no atomics), so res
 same on every run: dropout reproducible by seed also means weights reproducible by seed.
 """
 
+# max()/min() of floats do not compile on numba 0.68's built-in CUDA target: keep the
+# conditional expressions ruff would turn into them.
+# ruff: noqa: FURB136
+
 from __future__ import annotations
 
 import math
+import warnings
 from functools import cache
 from types import SimpleNamespace
 
 import numba
 import numpy as np
 from numba import cuda
-from numba.cuda.random import xoroshiro128p_uniform_float32, xoroshiro128p_uniform_float64
+from numba.core.errors import NumbaDeprecationWarning
+
+with warnings.catch_warnings():  # under the simulator numba.cuda.random passes nopython=False
+    warnings.simplefilter("ignore", NumbaDeprecationWarning)
+    from numba.cuda.random import xoroshiro128p_uniform_float32, xoroshiro128p_uniform_float64
 
 from ..optim import OPTIMIZER_CODES
 from ._cuda_matmul import build_matmuls
@@ -44,6 +53,32 @@ TABLE = ("lr", "lr_c1", "c2", "lr_wd")
 _SGD, _MOMENTUM, _NESTEROV, _ADAM, _ADAMW, _RMSPROP = (
     OPTIMIZER_CODES[k] for k in ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 )
+
+
+def kernel_signatures(dtype: str) -> dict[str, tuple]:
+    """The argument types the engine launches each kernel with: C-contiguous device arrays,
+    int64 sizes and offsets, scalars in the dtype (metrics and the clip norm in float64).
+
+    Lets a kernel be compiled ahead for a GPU it cannot see (cuda.compile_ptx); the tests
+    check that the engine's launches match these exactly.
+    """
+    from numba.cuda.random import xoroshiro128p_dtype
+
+    ft, f64, i64 = numba.from_dtype(np.dtype(dtype)), numba.float64, numba.int64
+    M, V, R = ft[:, ::1], ft[::1], f64[::1]  # matrices, flat vectors, float64 metric rows
+    S = numba.from_dtype(xoroshiro128p_dtype)[::1]  # RNG states
+    return {
+        "gather": (M, M, i64[::1], i64, i64, M, M),
+        "forward": (M, V, i64, i64, M, M, M, i64, ft, ft, ft, S),
+        "dx": (M, V, i64, i64, M, M, i64, ft, i64, M),
+        "dw": (M, M, i64, V, i64),
+        "softmax_rows": (M, M, M, i64, ft, ft, S),
+        "softmax_back": (M, M, i64),
+        "loss_grad": (M, M, i64, i64, M, R, R, i64, i64),
+        "grad_sumsq": (V, V, V, V, R),
+        "update": (V, V, V, V, V, V, M, i64, i64, f64, R, i64),
+        "sum_rows": (R, R, i64, R),
+    }
 
 
 @cache
@@ -69,7 +104,7 @@ def build_kernels(dtype: str, tile: int, block: int) -> SimpleNamespace:
     @cuda.jit(device=True)
     def act_forward(code, z, slope):
         if code == 1:
-            return max(zero, z)
+            return z if z > zero else zero
         if code == 2:
             return z if z > zero else z * slope
         if code == 3:
@@ -115,7 +150,7 @@ def build_kernels(dtype: str, tile: int, block: int) -> SimpleNamespace:
         for r in range(tid, rows, cuda.gridsize(1)):
             zmax = Z[r, 0]
             for j in range(1, u):
-                zmax = max(zmax, Z[r, j])
+                zmax = Z[r, j] if Z[r, j] > zmax else zmax
             s = zero
             for j in range(u):
                 s += math.exp(Z[r, j] - zmax)
@@ -134,7 +169,7 @@ def build_kernels(dtype: str, tile: int, block: int) -> SimpleNamespace:
         for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
             zmax = Z[r, 0]
             for j in range(1, u):
-                zmax = max(zmax, Z[r, j])
+                zmax = Z[r, j] if Z[r, j] > zmax else zmax
             s = zero
             for j in range(u):
                 s += math.exp(Z[r, j] - zmax)
@@ -175,7 +210,7 @@ def build_kernels(dtype: str, tile: int, block: int) -> SimpleNamespace:
             elif loss == 1:  # sigmoid BCE: log(1 + exp(z)) - t z, never overflowing
                 for j in range(k):
                     z, t = Z[r, j], T[r, j]
-                    s += (max(z, zero) - z * t) + math.log1p(math.exp(-abs(z)))
+                    s += ((z if z > zero else zero) - z * t) + math.log1p(math.exp(-abs(z)))
                     if want_grad:
                         G[r, j] = (sigmoid(z) - t) / nf
                 ok = (Z[r, 0] > zero) == (T[r, 0] > ft(0.5))
