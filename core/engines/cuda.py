@@ -174,7 +174,7 @@ class CudaEngine(Engine):
         self.states = self.placeholder = None
         self.train_buf: _Buffers | None = None
         self.eval_buf: _Buffers | None = None
-        self.rows = (cuda.device_array(0, np.float64), cuda.device_array(0, np.float64))
+        self.row_bufs = (cuda.device_array(0, np.float64), cuda.device_array(0, np.float64))
 
     # ------------------------------------------------------------------ launch sizes
 
@@ -222,9 +222,9 @@ class CudaEngine(Engine):
         return self.train_buf
 
     def _row_buffers(self, n: int) -> tuple:
-        if self.rows[0].size < n:
-            self.rows = (cuda.device_array(n, np.float64), cuda.device_array(n, np.float64))
-        return self.rows
+        if self.row_bufs[0].size < n:
+            self.row_bufs = (cuda.device_array(n, np.float64), cuda.device_array(n, np.float64))
+        return self.row_bufs
 
     def _states(self):
         """The dropout RNG states, or a placeholder that is never drawn from (no dropout yet)."""
