@@ -141,7 +141,7 @@ def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     try:
         with np.load(p, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except Exception as e:  # BadZipFile, ValueError (pickled objects), OSError, ...
+    except Exception as e:  # noqa: BLE001 - a damaged npz raises BadZipFile, ValueError, TokenError...
         msg = str(e).splitlines()[0] if str(e) else ""
         raise ConfigError(
             f"data.path: {p.name} is not a readable .npz file ({type(e).__name__}: {msg})"
@@ -183,7 +183,7 @@ def _read_csv(p: Path, label: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
     try:
         df = pd.read_csv(p)
-    except Exception as e:  # EmptyDataError, ParserError, UnicodeDecodeError, ...
+    except Exception as e:  # noqa: BLE001 - ParserError, EmptyDataError, UnicodeDecodeError...
         msg = str(e).splitlines()[0] if str(e) else ""
         raise ConfigError(
             f"data.path: {p.name} is not a readable csv file ({type(e).__name__}: {msg})"

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if (ROOT / "core" / "__init__.py").is_file() and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as `python scripts/make_dataset.py` from a checkout
 
-from core.config import ConfigError, check_range  # noqa: E402
-from core.datasets import FILE_EXTENSIONS, GENERATED, generate, write_file  # noqa: E402
+from core.config import ConfigError, check_range
+from core.datasets import FILE_EXTENSIONS, GENERATED, generate, write_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
