@@ -14,7 +14,6 @@ from core import functional as F
 from core import network as N
 from core.config import ConfigError, OptimizerConfig, RegularizationConfig
 from core.engines import _cpu_kernels as K
-from core.engines import _cpu_ops
 from core.engines.cpu import CpuEngine
 from core.engines.numpy_engine import NumpyEngine
 from tests.engine_contract import EngineContract, problem
@@ -48,9 +47,9 @@ BIG = (300, 40, (96, 64), 5, 64)
 
 def test_big_net_takes_the_blas_path() -> None:
     _, n_in, (h1, h2), n_out, batch = BIG
-    assert batch * n_in * h1 >= _cpu_ops.BLAS_MIN_FMAS
-    assert batch * h1 * h2 >= _cpu_ops.BLAS_MIN_FMAS
-    assert batch * h2 * n_out < _cpu_ops.BLAS_MIN_FMAS
+    assert batch * n_in * h1 >= K.BLAS_MIN_FMAS
+    assert batch * h1 * h2 >= K.BLAS_MIN_FMAS
+    assert batch * h2 * n_out < K.BLAS_MIN_FMAS
 
 
 @pytest.mark.parametrize(
