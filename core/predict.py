@@ -1,0 +1,341 @@
+"""Predictions from saved checkpoints: one model or an ensemble that averages probabilities.
+
+A Predictor holds one or more checkpoints trained on the same data (same classes, same
+features, same data config). ``scores`` is the averaged network output on standardized
+features: class probabilities (softmax for cross_entropy; [1 - p, p] for bce), raw outputs
+for a classifier trained with mse, or target values for regression. The data a checkpoint
+was trained on is rebuilt from ``meta["config"]["data"]`` by core.data.load_dataset, which is
+deterministic, and checked against the checkpoint's stored standardization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint as C
+from . import functional as F
+from .config import ConfigError, DataConfig, check_choice
+from .network import predict_logits
+
+__all__ = [
+    "Predictor",
+    "confusion_matrix",
+    "load_checkpoint",
+    "load_predictor",
+    "member_table",
+    "read_features",
+    "resolve_checkpoint",
+]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """model.npz for a file, a run folder, or a study folder (its best/ model)."""
+    p = Path(path)
+    if p.is_dir():
+        for candidate in (p / "model.npz", p / "best" / "model.npz"):
+            if candidate.is_file():
+                return candidate
+        raise C.CheckpointError(f"checkpoint: no model.npz in '{p}' (nor in '{p / 'best'}')")
+    if not p.exists():
+        raise C.CheckpointError(f"checkpoint: no such file or folder '{p}'")
+    return p
+
+
+def load_checkpoint(path: str | Path) -> C.Checkpoint:
+    return C.load(resolve_checkpoint(path))
+
+
+def data_config(ckpt: C.Checkpoint, where: str) -> DataConfig:
+    """The DataConfig the checkpoint was trained with, from its meta."""
+    data = ckpt.meta.get("config", {}).get("data") if isinstance(ckpt.meta, dict) else None
+    if not isinstance(data, dict):
+        raise C.CheckpointError(
+            f"checkpoint: '{where}' has no meta['config']['data'] to rebuild its data"
+        )
+    try:
+        return DataConfig(**data)
+    except TypeError as e:  # an unknown or missing field: written by another version
+        raise C.CheckpointError(
+            f"checkpoint: '{where}' has a data config this version cannot read ({e})"
+        ) from None
+
+
+class Predictor:
+    """One checkpoint, or several averaged (an ensemble); ``names`` label the members."""
+
+    def __init__(self, ckpts: list[C.Checkpoint], names: list[str]) -> None:
+        if not ckpts:
+            raise ConfigError("--ensemble: needs at least one checkpoint")
+        self.members, self.names = list(ckpts), list(names)
+        first = ckpts[0]
+        for ckpt, name in zip(ckpts[1:], names[1:], strict=True):
+            _check_compatible(first, names[0], ckpt, name)
+        self.task = first.task
+        self.classes = first.classes  # (k,) original labels; None for regression
+        self.n_features = first.spec.n_in
+        self.path = names[0]
+        meta = first.meta if isinstance(first.meta, dict) else {}
+        self.dataset = str(meta.get("dataset", "?"))
+        self.feature_names = [str(s) for s in meta.get("feature_names") or []] or [
+            f"x{j}" for j in range(self.n_features)
+        ]
+        shape = meta.get("image_shape")
+        self.image_shape = tuple(shape) if shape else None
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task == "classification"
+
+    @property
+    def labels(self) -> list[str]:
+        """Class labels as text, index i <-> class i."""
+        return [str(c) for c in self.classes] if self.classes is not None else []
+
+    # ------------------------------------------------------------------ predicting
+
+    def member_scores(self, X_std: np.ndarray) -> list[np.ndarray]:
+        """Each member's output on standardized features: (n, k) scores or (n, n_targets)."""
+        return [_scores(ckpt, X_std) for ckpt in self.members]
+
+    def scores(self, X_std: np.ndarray) -> np.ndarray:
+        """Averaged output (n, k): probabilities for cross_entropy/bce, values for regression."""
+        return np.mean(self.member_scores(X_std), axis=0)
+
+    def standardize(self, X_raw: np.ndarray, field: str = "--x") -> np.ndarray:
+        """Raw feature units -> the standardized inputs the networks saw in training."""
+        X_raw = np.atleast_2d(np.asarray(X_raw, dtype=np.float64))
+        if X_raw.shape[1] != self.n_features:
+            raise ConfigError(
+                f"{field}: got {X_raw.shape[1]} feature values; the checkpoint expects "
+                f"{self.n_features} ({_names(self.feature_names)})"
+            )
+        return self.members[0].transform(X_raw)
+
+    def predict_index(self, scores: np.ndarray) -> np.ndarray:
+        """(n,) predicted class index from (n, k) scores."""
+        return np.argmax(scores, axis=1)
+
+    def unstandardize(self, X_std: np.ndarray) -> np.ndarray:
+        """Standardized features back to raw units (for plots in the data's own axes)."""
+        ckpt = self.members[0]
+        return np.asarray(X_std, dtype=np.float64) * ckpt.std + ckpt.mean
+
+    # ------------------------------------------------------------------ data
+
+    def load_data(self):
+        """The data set of the first member, rebuilt and checked against its normalization."""
+        from .data import load_dataset
+
+        ckpt = self.members[0]
+        cfg = data_config(ckpt, self.path)
+        ds = load_dataset(cfg, dtype=str(ckpt.params.dtype))
+        if ds.n_features != self.n_features or not (
+            np.allclose(ds.mean, ckpt.mean, rtol=1e-9, atol=1e-12)
+            and np.allclose(ds.std, ckpt.std, rtol=1e-9, atol=1e-12)
+        ):
+            raise C.CheckpointError(
+                f"checkpoint: the data rebuilt from the config of '{self.path}' ({ds.name}) does "
+                "not match the standardization stored in it (did the data file change?)"
+            )
+        return ds
+
+    def frame(self, X_raw: np.ndarray, *, true: np.ndarray | None = None, field: str = "--input"):
+        """Predictions as a DataFrame: predicted label and one probability column per class
+        (score_<label> for a classifier trained with mse), or value columns for regression."""
+        import pandas as pd
+
+        S = self.scores(self.standardize(X_raw, field))
+        df = pd.DataFrame({"row": np.arange(len(S))})
+        if true is not None:
+            df["true"] = true
+        if self.is_classifier:
+            idx = self.predict_index(S)
+            df["predicted"] = np.asarray(self.classes)[idx]
+            prefix = "score" if self.members[0].spec.loss == "mse" else "prob"
+            for j, label in enumerate(self.labels):
+                df[f"{prefix}_{label}"] = S[:, j]
+        elif S.shape[1] == 1:
+            df["value"] = S[:, 0]
+        else:
+            for j in range(S.shape[1]):
+                df[f"value_{j}"] = S[:, j]
+        return df
+
+
+def load_predictor(paths: list[str | Path]) -> Predictor:
+    return Predictor([load_checkpoint(p) for p in paths], [str(p) for p in paths])
+
+
+def _scores(ckpt: C.Checkpoint, X_std: np.ndarray) -> np.ndarray:
+    X_std = np.asarray(X_std, dtype=ckpt.params.dtype)
+    out = F.output(ckpt.spec.loss, predict_logits(ckpt.params, ckpt.spec, X_std))
+    out = out.astype(np.float64)
+    if ckpt.spec.loss == "bce":  # one sigmoid column p(class 1) -> (n, 2)
+        out = np.column_stack([1.0 - out[:, 0], out[:, 0]])
+    return out
+
+
+def _check_compatible(a: C.Checkpoint, a_name: str, b: C.Checkpoint, b_name: str) -> None:
+    where = f"--ensemble: '{b_name}' does not match '{a_name}'"
+    if a.task != b.task:
+        raise ConfigError(f"{where}: task {b.task} vs {a.task}")
+    if a.spec.n_in != b.spec.n_in:
+        raise ConfigError(f"{where}: {b.spec.n_in} input features vs {a.spec.n_in}")
+    same_classes = (a.classes is None) == (b.classes is None) and (
+        a.classes is None or np.array_equal(a.classes, b.classes)
+    )
+    if not same_classes:
+        raise ConfigError(f"{where}: classes {b.classes} vs {a.classes}")
+    data_a, data_b = (ck.meta.get("config", {}).get("data") for ck in (a, b))
+    if data_a != data_b:
+        diff = sorted(
+            k
+            for k in set(data_a or {}) | set(data_b or {})
+            if (data_a or {}).get(k) != (data_b or {}).get(k)
+        )
+        raise ConfigError(
+            f"{where}: trained on different data (data.{', data.'.join(diff)} differ); "
+            "an ensemble needs one test split"
+        )
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[: limit - 2]) + f", ..., {names[-1]}"
+
+
+SPLITS = ("train", "val", "test")
+
+
+def get_split(ds, name: str):
+    """The Split ``name`` of a Dataset (X standardized, y class index or target)."""
+    check_choice("--split", name, SPLITS)
+    return getattr(ds, name)
+
+
+def check_index(index: int, n: int, split: str = "test") -> None:
+    if not 0 <= index < n:
+        raise ConfigError(
+            f"--index: {index} is out of range; allowed: 0 <= --index <= {n - 1} "
+            f"(the {split} split has {n} samples)"
+        )
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(k, k) int64 counts: row = true class index, column = predicted class index."""
+    M = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(M, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return M
+
+
+def score_metric(predictor: Predictor, S: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy for a classifier; mean squared error for regression (over all targets)."""
+    if predictor.is_classifier:
+        return float(np.mean(predictor.predict_index(S) == y))
+    return float(np.mean((S - y.reshape(len(y), -1)) ** 2))
+
+
+def member_table(predictor: Predictor, X_std: np.ndarray, y: np.ndarray):
+    """One row per member plus one for the ensemble: test accuracy (or mse for regression)."""
+    import pandas as pd
+
+    metric = "test_accuracy" if predictor.is_classifier else "test_mse"
+    member_scores = predictor.member_scores(X_std)
+    rows = [
+        {"model": f"member {i}", "checkpoint": name, metric: score_metric(predictor, S, y)}
+        for i, (name, S) in enumerate(zip(predictor.names, member_scores, strict=True))
+    ]
+    ensemble = np.mean(member_scores, axis=0)
+    rows.append(
+        {
+            "model": "ensemble",
+            "checkpoint": f"mean of {len(member_scores)}",
+            metric: score_metric(predictor, ensemble, y),
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- input files
+
+
+@dataclass
+class Features:
+    X: np.ndarray  # (n, n_features) raw units, columns in the checkpoint's order
+    y: np.ndarray | None  # labels or targets when the file has them
+
+
+def read_features(path: str | Path, predictor: Predictor, *, label: str = "label") -> Features:
+    """Raw features from a .csv or .npz for prediction.
+
+    csv: the checkpoint's feature-name columns when all are present (any order, other
+    columns ignored); otherwise every numeric column except ``label``, in file order, which
+    must number exactly n_features. npz: array X (n, n_features), and y if stored.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in (".csv", ".npz"):
+        raise ConfigError(
+            f"--input: unsupported extension {p.suffix or '(none)'!r}; allowed: .csv, .npz"
+        )
+    if not p.is_file():
+        raise ConfigError(f"--input: no such file '{p}'")
+    if ext == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as e:  # BadZipFile, ValueError, OSError
+            raise ConfigError(
+                f"--input: '{p.name}' is not a readable .npz ({type(e).__name__})"
+            ) from None
+        if "X" not in arrays:
+            raise ConfigError(
+                f"--input: '{p.name}' has no array 'X'; arrays: {', '.join(arrays) or 'none'}"
+            )
+        X, y = np.atleast_2d(arrays["X"]), arrays.get("y")
+    else:
+        X, y = _read_csv_features(p, predictor, label)
+    if X.ndim != 2 or X.shape[1] != predictor.n_features:
+        raise ConfigError(
+            f"--input: '{p.name}' has X of shape {X.shape}; the checkpoint expects "
+            f"{predictor.n_features} features ({_names(predictor.feature_names)})"
+        )
+    X = X.astype(np.float64)
+    if not np.all(np.isfinite(X)):
+        raise ConfigError(f"--input: '{p.name}' has NaN or inf in its features")
+    if y is not None and len(y) != len(X):
+        y = None
+    return Features(X, y)
+
+
+def _read_csv_features(
+    p: Path, predictor: Predictor, label: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(p)
+    except Exception as e:  # EmptyDataError, ParserError, UnicodeDecodeError
+        raise ConfigError(
+            f"--input: '{p.name}' is not a readable csv ({type(e).__name__})"
+        ) from None
+    df.columns = [str(c) for c in df.columns]
+    y = df[label].to_numpy() if label in df.columns else None
+    names = predictor.feature_names
+    if all(name in df.columns for name in names):
+        cols = names
+    else:
+        cols = [c for c in df.columns if c != label and pd.api.types.is_numeric_dtype(df[c])]
+        if len(cols) != predictor.n_features:
+            raise ConfigError(
+                f"--input: '{p.name}' has {len(cols)} numeric feature columns ({_names(cols)}); "
+                f"the checkpoint expects {predictor.n_features} ({_names(names)})"
+            )
+    return df[cols].to_numpy(dtype=np.float64), y
