@@ -37,23 +37,32 @@ CROSS_ENTROPY, BCE, MSE = _LOSS["cross_entropy"], _LOSS["bce"], _LOSS["mse"]
 BLAS_MIN_FMAS = 32 * 64 * 64
 
 # ---------------------------------------------------------------- matrix products
-# Small products run as loops ordered so that consecutive updates hit different outputs (no
-# store-to-load chain) and the innermost loop runs along the longer output dimension.
+# Small products run as loops whose innermost loop runs along the longer output dimension.
 
 
 @njit(cache=True, error_model="numpy")
 def acc_nn(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
-    """out (m, n) += A (m, k) @ B (k, n) as loops, one rank-1 update per p."""
+    """out (m, n) += A (m, k) @ B (k, n) as loops: rank-4 updates of each output row (four
+    terms per load and store of out), or down the columns when rows are too short to
+    vectorise. A may be a transposed (F-ordered) view."""
     m, k = A.shape
     n = B.shape[1]
-    if n < 8:  # too narrow to vectorise along a row: run down the columns instead
+    if n < 8:
         for p in range(k):
             for j in range(n):
                 b = B[p, j]
                 for i in range(m):
                     out[i, j] += A[i, p] * b
         return
-    for p in range(k):
+    k4 = k - k % 4
+    for p in range(0, k4, 4):
+        for i in range(m):
+            a0, a1, a2, a3 = A[i, p], A[i, p + 1], A[i, p + 2], A[i, p + 3]
+            for j in range(n):
+                out[i, j] += (a0 * B[p, j] + a1 * B[p + 1, j]) + (
+                    a2 * B[p + 2, j] + a3 * B[p + 3, j]
+                )
+    for p in range(k4, k):
         for i in range(m):
             a = A[i, p]
             for j in range(n):
@@ -92,19 +101,11 @@ def mm_tn(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) ->
         return
     if n >= k:
         out[:, :] = 0.0
-        for s in range(m):
-            for i in range(k):
-                a = A[s, i]
-                for j in range(n):
-                    out[i, j] += a * B[s, j]
+        acc_nn(A.T, B, out)
         return
-    out_t = scratch[: n * k].reshape(n, k)  # narrow output: accumulate out.T, rows of k
+    out_t = scratch[: n * k].reshape(n, k)  # narrow output: accumulate out.T = B.T @ A
     out_t[:, :] = 0.0
-    for s in range(m):
-        for j in range(n):
-            b = B[s, j]
-            for i in range(k):
-                out_t[j, i] += b * A[s, i]
+    acc_nn(B.T, A, out_t)
     for i in range(k):
         for j in range(n):
             out[i, j] = out_t[j, i]
