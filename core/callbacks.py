@@ -126,11 +126,12 @@ class ProgressBar:
 
     def __call__(self, row: dict) -> None:
         self.epoch = int(row["epoch"])
-        line = self.format(row)
+        elapsed = self.clock() - self.start
+        line = self.format(row, elapsed)
         if self.tty:
             columns = shutil.get_terminal_size().columns - 1  # a wrapped line defeats \r
             if len(line) > columns:
-                line = self.format(row, bar=False)[:columns]
+                line = self.format(row, elapsed, bar=False)[:columns]
             pad = " " * max(self._width - len(line), 0)
             self.stream.write("\r" + line + pad)
             self._width = len(line)
@@ -139,9 +140,9 @@ class ProgressBar:
         self.stream.flush()
         return None
 
-    def format(self, row: dict, *, bar: bool = True) -> str:
+    def format(self, row: dict, elapsed: float, *, bar: bool = True) -> str:
+        """The status line for ``row``, ``elapsed`` seconds after the bar was created."""
         i, n = int(row["epoch"]), self.total
-        elapsed = self.clock() - self.start
         eta = elapsed / i * (n - i) if i > 0 else math.nan
         parts = [f"epoch {i:>{len(str(n))}}/{n}"]
         if bar:
