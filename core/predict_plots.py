@@ -19,9 +19,11 @@ CORRECT = "#222222"
 
 
 def _palette(k: int) -> list:
+    """k class colours without tab10's red, which marks mistakes."""
     import seaborn as sns
 
-    return sns.color_palette("tab10" if k <= 10 else "husl", k)
+    colors = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 3]
+    return colors[:k] if k <= len(colors) else sns.color_palette("husl", k)
 
 
 def _require_classifier(predictor: Predictor, what: str) -> None:
@@ -75,6 +77,9 @@ def plot_grid(
         else:
             ax.bar(range(len(labels)), S[i], color=palette)
             ax.set_ylim(0, 1)
+            if len(labels) <= 10:  # class labels under the probability bars
+                ax.set_xticks(range(len(labels)), labels, fontsize=6)
+                ax.tick_params(axis="x", length=0, pad=1)
         color = MISTAKE if wrong else CORRECT
         ax.set_title(f"{labels[pred[i]]} / {labels[y[i]]}", fontsize=8, color=color)
         for spine in ax.spines.values():
