@@ -41,6 +41,14 @@ BLAS_MIN_FMAS = 32 * 64 * 64
 
 
 @njit(cache=True, error_model="numpy")
+def fill(a: np.ndarray, value: float) -> None:
+    """a[...] = value for a 2-D array (explicit loops: cheaper than slice assignment here)."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[i, j] = value
+
+
+@njit(cache=True, error_model="numpy")
 def acc_nn(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
     """out (m, n) += A (m, k) @ B (k, n) as loops: rank-4 updates of each output row (four
     terms per load and store of out), or down the columns when rows are too short to
@@ -86,7 +94,8 @@ def dense_forward(A: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray) 
         add_bias(out, b)
         return
     for i in range(m):
-        out[i, :] = b
+        for j in range(n):
+            out[i, j] = b[j]
     acc_nn(A, W, out)
 
 
@@ -100,11 +109,11 @@ def mm_tn(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) ->
         np.dot(A.T, B, out)
         return
     if n >= k:
-        out[:, :] = 0.0
+        fill(out, 0.0)
         acc_nn(A.T, B, out)
         return
     out_t = scratch[: n * k].reshape(n, k)  # narrow output: accumulate out.T = B.T @ A
-    out_t[:, :] = 0.0
+    fill(out_t, 0.0)
     acc_nn(B.T, A, out_t)
     for i in range(k):
         for j in range(n):
@@ -124,13 +133,14 @@ def mm_nt(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) ->
     for i in range(k):
         for j in range(n):
             B_t[j, i] = B[i, j]
-    out[:, :] = 0.0
+    fill(out, 0.0)
     acc_nn(A, B_t, out)
 
 
 @njit(cache=True, error_model="numpy")
 def column_sums(dz: np.ndarray, db: np.ndarray) -> None:
-    db[:] = 0.0
+    for j in range(dz.shape[1]):
+        db[j] = 0.0
     for s in range(dz.shape[0]):
         for j in range(dz.shape[1]):
             db[j] += dz[s, j]
