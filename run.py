@@ -61,12 +61,30 @@ def progress(epochs: int) -> Callable[[dict], str | None]:
     return log_epoch
 
 
-def train(cfg: DictConfig, out_dir: str | Path | None) -> dict[str, Any]:
-    """Validate the composed config, train, write the run folder; return the summary."""
+def train(cfg: DictConfig, out_dir: str | Path | None, *, live: bool = False) -> dict[str, Any]:
+    """Validate the composed config, train, write the run folder; return the summary.
+
+    ``live``: a single run in a terminal shows the progress line and redraws curves.png
+    while it trains (``view=...``); multirun jobs log ten epoch lines instead.
+    """
     exp = to_experiment(cfg)  # ConfigError before any data is loaded
+    from core.callbacks import close_callbacks, default_callbacks
     from core.experiment import run  # numpy/pandas only when actually training
 
-    return run(exp, out_dir=out_dir, callbacks=[progress(exp.trainer.epochs)])
+    v = exp.view
+    callbacks = (
+        default_callbacks(out_dir, exp.trainer.epochs, live_plot=v.live_plot, progress=v.progress,
+                          interactive=v.interactive, title=exp.data.name)
+        if live
+        else [progress(exp.trainer.epochs)]
+    )
+    reason = "error"
+    try:
+        summary = run(exp, out_dir=out_dir, callbacks=callbacks)
+        reason = summary["stop_reason"]
+    finally:
+        close_callbacks(callbacks, reason)
+    return summary
 
 
 def _shown(path: Path) -> str:
@@ -93,7 +111,7 @@ def main(cfg: DictConfig) -> float:
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
-        summary = train(cfg, out_dir)
+        summary = train(cfg, out_dir, live=not multirun)
     except ConfigError as e:
         if not multirun:
             print(f"error: {e}", file=sys.stderr)

@@ -245,6 +245,15 @@ class EngineConfig:
 
 
 @dataclass
+class ViewConfig:
+    """What a single run shows while it trains (the entry point reads it; core ignores it)."""
+
+    progress: bool = True  # terminal progress line: epoch, loss, val accuracy, lr, ETA
+    live_plot: bool = True  # redraw curves.png in the run folder while training
+    interactive: bool = False  # a matplotlib window (needs a display)
+
+
+@dataclass
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     layers: LayersConfig = field(default_factory=LayersConfig)
@@ -253,3 +262,4 @@ class ExperimentConfig:
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    view: ViewConfig = field(default_factory=ViewConfig)

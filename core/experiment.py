@@ -154,6 +154,8 @@ def write_outputs(
     metrics = pd.DataFrame(result.history)
     metrics.to_csv(out / "metrics.csv", index=False)
     config = asdict(cfg)
+    if config["data"].get("path"):  # so the checkpoint finds its data from any directory
+        config["data"]["path"] = str(Path(config["data"]["path"]).resolve())
     (out / "summary.json").write_text(json.dumps(json_safe({**summary, "config": config}), indent=2))
     meta = {"dataset": ds.name, "feature_names": ds.feature_names, "image_shape": ds.image_shape, "config": config}
     C.save(out / "model.npz", C.Checkpoint(params, spec, ds.mean, ds.std, ds.task, ds.classes, json_safe(meta)))
