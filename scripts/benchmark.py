@@ -8,8 +8,9 @@ Two workloads of issue #6, on identical synthetic float32 data, Adam, ReLU, soft
 Every contestant runs in its own process, ``--repeats`` times in each of ``--passes`` passes
 over all contestants; the table shows the best run (the median is in the CSV), its
 samples/s, GFLOP/s counted as 6 x parameters x samples, its time relative to nnsweep's cpu
-engine, the percentage of the float32 GEMM peak measured in the same run, and how much of the CPUs other jobs used during that best run (this box is shared;
-before each contestant the script waits up to ``--wait-idle`` seconds for idle CPUs).
+engine, the percentage of the float32 GEMM peak measured in the same run, and how much of
+the CPUs other jobs used during that best run (this box is shared; before each contestant
+the script waits up to ``--wait-idle`` seconds for idle CPUs).
 numba's compile time (first call with an empty cache vs a cache load) is measured in fresh
 processes and reported separately. Results: outputs/benchmarks/benchmark.csv, targets.csv and
 benchmark.png. PyTorch (``pip install torch==2.13.0``) is optional: without it its rows say so.
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="6,000 samples wide, 20 epochs tiny")
     parser.add_argument("--repeats", type=int, default=5, help="runs per contestant and pass")
     parser.add_argument("--passes", type=int, default=2,
-                        help="passes over all contestants; the best run of all counts")  # fmt: skip
+                        help="passes over all contestants; the best of all runs counts")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
     parser.add_argument("--wait-idle", type=float, default=120.0, metavar="SECONDS",
                         help="before each measurement wait up to this long for idle CPUs "
