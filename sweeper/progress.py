@@ -23,13 +23,17 @@ class StudyProgress:
             # initial=done: a resumed study's ETA comes from this session's pace only
             self.bar = tqdm(total=self.target, initial=min(done, self.target), unit="trial",
                             file=sys.stderr, dynamic_ncols=True, desc="trials")
-        self.bar.update(max(0, min(done, self.target) - self.bar.n))
         best = _best(study)
         self.bar.set_postfix_str(
             f"best={best:.4g} complete={c['COMPLETE']} pruned={c['PRUNED']} fail={c['FAIL']} "
             f"running={c['RUNNING']}" if best is not None else f"running={c['RUNNING']}",
-            refresh=True,
+            refresh=False,
         )
+        step = max(0, min(done, self.target) - self.bar.n)
+        if step:
+            self.bar.update(step)  # one redraw with the new count and postfix together
+        else:
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
