@@ -194,7 +194,7 @@ def trainer_of(name: str) -> tuple[B.Trainer | None, str]:
             return None, "not installed: pip install torch==2.13.0"
         return B.train_torch, f"torch {torch}"
     if name == "sklearn MLPClassifier":
-        return B.train_sklearn, "2 classes: 1 logistic output unit"
+        return B.train_sklearn, "2-class data: 1 logistic output unit (tiny)"
     return B.train_numpy_loop, "hand-written, per-minibatch Python loop"
 
 
