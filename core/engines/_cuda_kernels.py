@@ -128,6 +128,17 @@ def build_kernels(dtype: str, tile: int, block: int) -> SimpleNamespace:
             return da * (one - a * a)
         return da  # linear; softmax_back finishes a softmax layer
 
+    @cuda.jit(device=True)
+    def row_max_expsum(Z, r):
+        # (max of row r, sum of exp(z - max)): the stable softmax normaliser of one row
+        zmax = Z[r, 0]
+        for j in range(1, Z.shape[1]):
+            zmax = Z[r, j] if Z[r, j] > zmax else zmax
+        s = zero
+        for j in range(Z.shape[1]):
+            s += math.exp(Z[r, j] - zmax)
+        return zmax, s
+
     @cuda.jit
     def gather(X, T, order, start, rows, Xb, Tb):
         # Xb (>= rows, n_in), Tb (>= rows, n_out) <- rows order[start : start + rows]
@@ -148,12 +159,7 @@ def build_kernels(dtype: str, tile: int, block: int) -> SimpleNamespace:
         u = Z.shape[1]
         tid = cuda.grid(1)
         for r in range(tid, rows, cuda.gridsize(1)):
-            zmax = Z[r, 0]
-            for j in range(1, u):
-                zmax = Z[r, j] if Z[r, j] > zmax else zmax
-            s = zero
-            for j in range(u):
-                s += math.exp(Z[r, j] - zmax)
+            zmax, s = row_max_expsum(Z, r)
             for j in range(u):
                 a = math.exp(Z[r, j] - zmax) / s
                 if keep < one:
@@ -167,12 +173,7 @@ def build_kernels(dtype: str, tile: int, block: int) -> SimpleNamespace:
         # D (>= rows, u): dL/da (mask applied) -> dL/dz = a * (da - sum(da * a)), a = softmax(Z)
         u = Z.shape[1]
         for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
-            zmax = Z[r, 0]
-            for j in range(1, u):
-                zmax = Z[r, j] if Z[r, j] > zmax else zmax
-            s = zero
-            for j in range(u):
-                s += math.exp(Z[r, j] - zmax)
+            zmax, s = row_max_expsum(Z, r)
             dot = zero
             for j in range(u):
                 dot += D[r, j] * (math.exp(Z[r, j] - zmax) / s)
