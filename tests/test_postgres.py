@@ -85,9 +85,10 @@ def test_three_workers_one_killed_exact_total(postgres_url, tmp_path):
     from sweeper.study import counts
 
     target = 9
-    # epochs long enough that a kill lands mid-trial; all workers start at the same moment
-    # on a fresh database (the study and its tables are created under a race)
-    procs = [_worker(postgres_url, tmp_path, "pg", target, "trainer.epochs=25") for _ in range(3)]
+    # all workers start at the same moment on a fresh database (the study and its tables
+    # are created under a race)
+    slow = ("trainer.epochs=40", "layers.hidden=[128,128]")  # ~1 s a trial: the kill lands mid-trial
+    procs = [_worker(postgres_url, tmp_path, "pg", target, *slow) for _ in range(3)]
     victim = procs[0]
     deadline = time.time() + 180
     running = []
@@ -116,7 +117,7 @@ def test_three_workers_one_killed_exact_total(postgres_url, tmp_path):
     retry = [t for t in study.trials if t.user_attrs.get("retry_of") == killed.number]
     assert len(retry) == 1 and retry[0].params == killed.params
     # a late worker joining a finished study runs nothing and overshoots nothing
-    late = _worker(postgres_url, tmp_path, "pg", target, "trainer.epochs=25")
+    late = _worker(postgres_url, tmp_path, "pg", target, *slow)
     late.communicate(timeout=300)
     assert len(optuna.load_study(study_name="pg", storage=postgres_url).trials) == len(numbers)
     # the report reads from the URL

@@ -77,7 +77,10 @@ def test_exact_count_resume_tables_and_plots(tmp_path):
 
 
 def test_two_workers_unique_numbers_exact_total(tmp_path):
-    s = settings(tmp_path, 8, jobs=2)
+    # trials long enough (~0.5 s) that one worker cannot finish all 8 while the other spawns
+    s = settings(tmp_path, 8, jobs=2, pruner="none",
+                 overrides=["data=digits", "trainer.epochs=30", "layers.hidden=[128]",
+                            "trainer.early_stopping.enabled=false", "engine=numpy"])
     study = run_study(s, progress=False)
     numbers = [t.number for t in study.trials]
     assert numbers == list(range(8))
