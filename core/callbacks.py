@@ -165,7 +165,7 @@ class ProgressBar:
         self.closed = True
         if self.tty and self._width:
             self.stream.write("\n")
-        if self.epoch < self.total:
+        if 0 < self.epoch < self.total:  # no epoch yet: the caller reports its own error
             why = reason or "stopped"
             took = _clock_text(self.clock() - self.start)
             self.stream.write(f"stopped after epoch {self.epoch}/{self.total}: {why} ({took})\n")
