@@ -17,14 +17,10 @@ import pandas as pd
 
 from core.experiment import json_safe
 
+from .study import trial_state
+
 ATTRS = ("best_epoch", "epochs_run", "pruned_at", "stop_reason", "fail_reason", "train_seconds",
          "val_loss", "val_accuracy", "train_loss", "train_accuracy", "retry_of", "worker", "dir")
-
-
-def trial_state(t) -> str:
-    if t.state.name == "FAIL" and str(t.user_attrs.get("fail_reason", "")).startswith("stale"):
-        return "STALE"  # left by a dead worker and re-queued: not a finished trial
-    return t.state.name
 
 
 def trials_frame(study) -> pd.DataFrame:
@@ -66,13 +62,11 @@ def epochs_frame(study) -> pd.DataFrame:
 
 def evaluate_best(study, study_dir: Path) -> dict | None:
     """Copy the best trial's model to best/ and evaluate it once on the test split."""
-    from core import checkpoint as C
-    from core.config import DataConfig
-    from core.data import load_dataset
     from core.engines.base import accuracy
     from core.experiment import targets
     from core.functional import loss_value
     from core.network import predict_logits
+    from core.predict import load_predictor
 
     try:
         best = study.best_trial
@@ -94,9 +88,9 @@ def evaluate_best(study, study_dir: Path) -> dict | None:
     }
     model = run_dir / "model.npz"
     if model.exists():
-        ckpt = C.load(model)
-        data_cfg = DataConfig(**ckpt.meta["config"]["data"])
-        ds = load_dataset(data_cfg, dtype=str(ckpt.params.dtype))
+        predictor = load_predictor([model])
+        ckpt = predictor.members[0]
+        ds = predictor.load_data()  # rebuilt from its config, checked against its normalization
         T = targets(ds.test.y, ckpt.spec.loss, ckpt.spec.n_out, ckpt.params.dtype)
         logits = predict_logits(ckpt.params, ckpt.spec, ds.test.X)
         summary["test_loss"] = loss_value(ckpt.spec.loss, logits, T)

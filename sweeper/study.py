@@ -67,6 +67,7 @@ class StudySettings:
 
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+STALE_REASON = "stale"  # fail_reason prefix of a trial failed because its worker died
 
 
 def make_sampler(settings: StudySettings, worker: int = 0):
@@ -193,7 +194,7 @@ def recover_stale(study, stale_after: float) -> list[int]:
         if not is_stale(t, stale_after):
             continue
         try:
-            storage.set_trial_user_attr(t._trial_id, "fail_reason", "stale: worker died")
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", f"{STALE_REASON}: worker died")
             ok = storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except Exception:  # another worker finished or failed it first
             continue
@@ -204,13 +205,19 @@ def recover_stale(study, stale_after: float) -> list[int]:
     return requeued
 
 
+def trial_state(trial) -> str:
+    """The trial's state name, with STALE for a FAIL left by a dead worker and re-queued:
+    not a finished trial (it does not count toward the target)."""
+    if trial.state.name == "FAIL" and str(trial.user_attrs.get("fail_reason", "")).startswith(STALE_REASON):
+        return "STALE"
+    return trial.state.name
+
+
 def counts(study) -> dict[str, int]:
-    """Trials by state; stale FAILs (re-queued) do not count toward the target."""
+    """Trials by state (see trial_state)."""
     out = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0, "STALE": 0}
     for t in study.get_trials(deepcopy=False):
-        state = t.state.name
-        if state == "FAIL" and str(t.user_attrs.get("fail_reason", "")).startswith("stale"):
-            state = "STALE"
+        state = trial_state(t)
         out[state] = out.get(state, 0) + 1
     return out
 
