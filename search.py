@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from sweeper.study import PRUNERS, SAMPLERS
+from sweeper.settings import PRUNERS, SAMPLERS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--space", default="default", help="conf/search/<name>.yaml or a path to a YAML file")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     p.add_argument("--pruner", default="median", choices=PRUNERS)
-    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--jobs", type=jobs_arg, default="auto",
+                   help="worker processes on this machine: a number, or auto (the CPUs this "
+                        "process may use)")
     p.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (worker i uses seed + i)")
     p.add_argument("--metric", default=None, help="objective: val_accuracy | val_loss (default: the space's)")
@@ -47,10 +49,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def jobs_arg(text: str) -> int | str:
+    """--jobs: a whole number >= 1, or auto."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: auto or a whole number >= 1")
+    return value
+
+
 def settings_from_args(args: argparse.Namespace):
     from conf.schema import CONF_DIR, compose_experiment
     from sweeper.space import load_space
-    from sweeper.study import StudySettings
+    from sweeper.settings import StudySettings, available_cpus
 
     space = load_space(args.space, CONF_DIR)
     metric = args.metric or space.metric or "val_accuracy"
@@ -61,7 +76,7 @@ def settings_from_args(args: argparse.Namespace):
         trials=args.trials,
         root=Path(args.out),
         storage=args.storage,
-        jobs=args.jobs,
+        jobs=available_cpus() if args.jobs == "auto" else args.jobs,
         timeout=args.timeout,
         seed=args.seed,
         metric=metric,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint as C
-from .config import ConfigError, ExperimentConfig
+from .config import ConfigError, DataConfig, ExperimentConfig
 from .data import Dataset, load_dataset
 from .engines import make_engine, resolve_engine
 from .network import build_spec, init_params
@@ -66,12 +66,62 @@ def build(cfg: ExperimentConfig, ds: Dataset):
     return spec, params
 
 
+# Below this many multiply-adds in a step's largest matrix product, a second BLAS thread
+# costs more than it gives: waking it takes longer than the product, and on a busy machine
+# (another search worker) its spinning can make a digits epoch 15-50x slower. Measured on the
+# CPU engine (2 cores, OpenBLAS): 64-[120,40]-10 at batch 32 (0.25 M) 4.9 ms with either
+# count; 64-[256,256]-10 at batch 64 (4.2 M) 23.5 ms with 1 thread, 15.4 ms with 2;
+# 784-[256,128]-10 at batch 128 (25.7 M) 42.7 ms and 25.5 ms.
+BLAS_THREADS_MIN_FMAS = 2**21
+
+
+def blas_threads(cfg: ExperimentConfig, spec) -> int | None:
+    """BLAS threads for this run: ``engine.threads`` when set; else one thread for small
+    products, the library's default (None) for large ones."""
+    if cfg.engine.threads is not None:
+        return cfg.engine.threads
+    sizes = [spec.n_in] + [layer.units for layer in spec.layers]
+    fmas = max(cfg.trainer.batch_size * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 1 if fmas < BLAS_THREADS_MIN_FMAS else None
+
+
+_CONTROLLER = None
+
+
 def _threads(n: int | None):
+    """Limit every loaded BLAS (NumPy's, and SciPy's that numba calls) to n threads."""
+    global _CONTROLLER
     if n is None:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
+    if _CONTROLLER is None:  # scanning the loaded libraries costs ~4 ms: once per process
+        import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot: load it before the scan)
+        from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(limits=n)
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=n)
+
+
+_DATA: dict[tuple, Dataset] = {}  # the data sets of this process, by config (a search's trials share one)
+
+
+def cached_dataset(cfg: DataConfig, dtype: str) -> Dataset:
+    """``load_dataset`` once per process and config (read-only arrays, so no run can change
+    another's data; the engines copy what they need). A data file is re-read when its size
+    or modification time changes."""
+    key = (repr(cfg), dtype)
+    if cfg.path:
+        st = Path(cfg.path).stat() if Path(cfg.path).exists() else None
+        key += ((st.st_size, st.st_mtime_ns) if st else None,)
+    ds = _DATA.get(key)
+    if ds is None:
+        ds = load_dataset(cfg, dtype=dtype)
+        for split in (ds.train, ds.val, ds.test):
+            split.X.setflags(write=False)
+            split.y.setflags(write=False)
+        if len(_DATA) >= 4:
+            _DATA.pop(next(iter(_DATA)))
+        _DATA[key] = ds
+    return ds
 
 
 def run(
@@ -89,12 +139,12 @@ def run(
     """
     start = time.perf_counter()
     engine_name = resolve_engine(cfg.engine.name)  # fail before loading data
-    ds = load_dataset(cfg.data, dtype=cfg.trainer.dtype)
+    ds = cached_dataset(cfg.data, cfg.trainer.dtype)
     spec, params = build(cfg, ds)
     dtype = cfg.trainer.dtype
     T = {name: targets(getattr(ds, name).y, spec.loss, spec.n_out, dtype) for name in ("train", "val", "test")}
-    with _threads(cfg.engine.threads):
-        engine = make_engine(cfg, spec, params)
+    engine = make_engine(cfg, spec, params)
+    with _threads(blas_threads(cfg, spec)):
         try:
             result = fit(engine, cfg, ds.train.X, T["train"], ds.val.X, T["val"], callbacks)
             splits = ("train", "val", "test") if evaluate_test else ("train", "val")

@@ -2,28 +2,33 @@
 
 The validation metric is reported to the trial after every epoch, so Optuna's pruners see
 learning curves; a pruned or diverged run stops through the trainer's callback hook. Every
-trial writes its artifacts to ``<study_dir>/trials/<number>/`` and records what a table
-needs (best epoch, epochs run, pruned-at epoch, seconds, stop or fail reason) as user attrs.
+trial writes its artifacts to ``<study_dir>/trials/<number>/``.
+
+Storage writes per trial, the fewest that keep every guarantee: the sampled parameters (one
+each, Optuna's ask), ``worker`` at the start (a dead worker's trial is re-queued at once on
+its own host), one report per epoch (what pruning needs), one ``run`` user attr at the end
+holding everything the tables need (best epoch, epochs run, pruned-at epoch, seconds, stop
+or fail reason, metrics, overrides, folder), and the final state. Heartbeats come from the
+heartbeat thread only (sweeper.claim.Heartbeat), every 10 s of a longer trial.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import ConfigError
 
+from .claim import worker_id
+from .compose import ComposeCache
+
+RUN_KEYS = ("best_epoch", "epochs_run", "stop_reason", "train_seconds", "engine",
+            "train_loss", "train_accuracy", "val_loss", "val_accuracy", "n_params")
+
 
 class TrialFailed(Exception):
     """The trial ran but produced no usable value (diverged, NaN metric)."""
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def trial_dir(study_dir: Path, number: int) -> Path:
@@ -31,11 +36,17 @@ def trial_dir(study_dir: Path, number: int) -> Path:
     name) is never overwritten: the new one gets a suffix."""
     base = study_dir / "trials" / f"{number:04d}"
     path, k = base, 1
-    while path.exists():
-        path = base.with_name(f"{base.name}.{k}")
-        k += 1
-    path.mkdir(parents=True)
-    return path
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            path = base.with_name(f"{base.name}.{k}")
+            k += 1
+
+
+def _finite(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 @dataclass
@@ -44,44 +55,41 @@ class Objective:
     study_dir: Path
     metric: str = "val_accuracy"
     overrides: list[str] = field(default_factory=list)  # from the command line, win over the space file
+    composer: ComposeCache = field(default_factory=ComposeCache)
 
     def overrides_for(self, trial) -> list[str]:
         return self.space.sample(trial) + list(self.overrides)
 
-    def __call__(self, trial) -> float:
-        from conf.schema import compose_experiment
-        from core.experiment import run
-
+    def __call__(self, trial, run: dict) -> float:
+        """Train the trial's config and return its value, filling ``run`` with what the
+        tables need (the caller writes it once, with the outcome: sweeper.study.run_trial)."""
         import optuna
 
+        from core.experiment import run as run_experiment
+
         overrides = self.overrides_for(trial)
-        trial.set_user_attr("overrides", overrides)
-        trial.set_user_attr("worker", worker_id())
-        trial.set_user_attr("heartbeat", time.time())
+        run["overrides"] = overrides
         try:
-            _, cfg = compose_experiment(overrides)
+            _, cfg = self.composer.compose(overrides)
         except ConfigError as e:
             raise TrialFailed(f"config: {e}") from None
         out = trial_dir(self.study_dir, trial.number)
-        trial.set_user_attr("dir", str(out))
+        run["dir"] = str(out)
+        trial.set_user_attr("worker", worker_id())  # its own host re-queues it at once if it dies
         metric = self.metric
 
         def report(row: dict) -> str | None:
             value = row[metric]
-            trial.set_user_attr("heartbeat", time.time())
             if not math.isfinite(value):
                 return None  # the trainer stops a diverged run itself
             trial.report(value, step=row["epoch"])
             if trial.should_prune():
-                trial.set_user_attr("pruned_at", row["epoch"])
+                run["pruned_at"] = row["epoch"]
                 return "pruned"
             return None
 
-        summary = run(cfg, out_dir=out, callbacks=[report], plot=False, evaluate_test=False)
-        for key in ("best_epoch", "epochs_run", "stop_reason", "train_seconds", "engine",
-                    "train_loss", "train_accuracy", "val_loss", "val_accuracy", "n_params"):
-            value = summary[key]
-            trial.set_user_attr(key, None if isinstance(value, float) and not math.isfinite(value) else value)
+        summary = run_experiment(cfg, out_dir=out, callbacks=[report], plot=False, evaluate_test=False)
+        run.update({key: _finite(summary[key]) for key in RUN_KEYS})
         if summary["stop_reason"] == "pruned":
             raise optuna.TrialPruned(f"pruned at epoch {summary['epochs_run']}")
         if summary["stop_reason"] == "diverged":

@@ -6,16 +6,15 @@ import sys
 
 
 class StudyProgress:
-    def __init__(self, target: int, direction: str, *, enabled: bool = True) -> None:
-        self.target, self.direction, self.enabled = target, direction, enabled
+    def __init__(self, target: int, *, enabled: bool = True) -> None:
+        self.target, self.enabled = target, enabled
         self.bar = None
 
-    def update(self, study) -> None:
+    def update(self, counts: dict[str, int], best: float | None) -> None:
+        """Redraw with the trial counts by state (sweeper.claim.counts) and the best value."""
         if not self.enabled:
             return
-        from .study import counts
-
-        c = counts(study)
+        c = counts
         done = c["COMPLETE"] + c["PRUNED"] + c["FAIL"]
         if self.bar is None:
             from tqdm.auto import tqdm
@@ -23,7 +22,6 @@ class StudyProgress:
             # initial=done: a resumed study's ETA comes from this session's pace only
             self.bar = tqdm(total=self.target, initial=min(done, self.target), unit="trial",
                             file=sys.stderr, dynamic_ncols=True, desc="trials")
-        best = _best(study)
         self.bar.set_postfix_str(
             f"best={best:.4g} complete={c['COMPLETE']} pruned={c['PRUNED']} fail={c['FAIL']} "
             f"running={c['RUNNING']}" if best is not None else f"running={c['RUNNING']}",
@@ -38,10 +36,3 @@ class StudyProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _best(study) -> float | None:
-    try:
-        return float(study.best_value)
-    except ValueError:  # no complete trial yet
-        return None

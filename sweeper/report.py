@@ -17,10 +17,11 @@ import pandas as pd
 
 from core.experiment import json_safe
 
-from .study import trial_state
+from .claim import trial_info, trial_state
 
 ATTRS = ("best_epoch", "epochs_run", "pruned_at", "stop_reason", "fail_reason", "train_seconds",
-         "val_loss", "val_accuracy", "train_loss", "train_accuracy", "retry_of", "worker", "dir")
+         "val_loss", "val_accuracy", "train_loss", "train_accuracy", "n_params", "retry_of",
+         "worker", "dir")
 
 
 def trials_frame(study) -> pd.DataFrame:
@@ -29,8 +30,9 @@ def trials_frame(study) -> pd.DataFrame:
         row = {"number": t.number, "state": trial_state(t), "value": t.value}
         for name, value in t.params.items():
             row[name] = value
+        info = trial_info(t)
         for key in ATTRS:
-            row[key] = t.user_attrs.get(key)
+            row[key] = info.get(key)
         start, end = t.datetime_start, t.datetime_complete
         row["seconds"] = (end - start).total_seconds() if start and end else None
         row["datetime_start"] = start
@@ -50,7 +52,7 @@ def epochs_frame(study) -> pd.DataFrame:
             {"trial": t.number, "epoch": list(t.intermediate_values), "value": list(t.intermediate_values.values())}
         )
         df["state"] = trial_state(t)
-        run_dir = t.user_attrs.get("dir")
+        run_dir = trial_info(t).get("dir")
         metrics = Path(run_dir) / "metrics.csv" if run_dir else None
         if metrics is not None and metrics.exists():
             df = df.merge(pd.read_csv(metrics).drop(columns=["seconds"], errors="ignore"), on="epoch", how="left")
@@ -72,7 +74,8 @@ def evaluate_best(study, study_dir: Path) -> dict | None:
         best = study.best_trial
     except ValueError:
         return None
-    run_dir = Path(best.user_attrs.get("dir", ""))
+    info = trial_info(best)
+    run_dir = Path(info.get("dir", ""))
     best_dir = study_dir / "best"
     summary = {
         "study": study.study_name,
@@ -81,10 +84,10 @@ def evaluate_best(study, study_dir: Path) -> dict | None:
         "metric": study.user_attrs.get("metric"),
         "value": best.value,
         "params": best.params,
-        "overrides": best.user_attrs.get("overrides"),
-        "best_epoch": best.user_attrs.get("best_epoch"),
-        "val_loss": best.user_attrs.get("val_loss"),
-        "val_accuracy": best.user_attrs.get("val_accuracy"),
+        "overrides": info.get("overrides"),
+        "best_epoch": info.get("best_epoch"),
+        "val_loss": info.get("val_loss"),
+        "val_accuracy": info.get("val_accuracy"),
     }
     model = run_dir / "model.npz"
     if model.exists():

@@ -1,7 +1,8 @@
 """Study storage: an embedded journal file by default, any Optuna RDB URL on request.
 
-  (default)                   outputs/studies/<study>/journal.log  (JournalFileBackend:
-                              safe for several processes on one machine, resumable)
+  (default)                   outputs/studies/<study>/journal.log  (Optuna's journal
+                              format through sweeper.journal.JournalFile: safe for several
+                              processes on one machine, resumable, repairs a torn tail)
   path/to/file.log            a journal file elsewhere
   sqlite:///path/study.db     SQLite (one machine)
   postgresql://user@host/db   PostgreSQL, mysql://... MySQL: workers on many machines
@@ -52,9 +53,9 @@ def open_storage(url: str | None, study_dir: Path):
             )
         path = Path(url) if url else study_dir / "journal.log"
         path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend
+        from .journal import journal_storage
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        return journal_storage(path)
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as e:  # sqlalchemy/driver errors come in many types

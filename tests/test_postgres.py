@@ -82,7 +82,7 @@ def _worker(url: str, out: Path, study: str, trials: int, *extra: str) -> subpro
 def test_three_workers_one_killed_exact_total(postgres_url, tmp_path):
     import optuna
 
-    from sweeper.study import counts
+    from sweeper.claim import counts
 
     target = 9
     # all workers start at the same moment on a fresh database (the study and its tables

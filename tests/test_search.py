@@ -19,7 +19,8 @@ from conf.schema import CONF_DIR
 from core.config import ConfigError
 from sweeper.report import write_report
 from sweeper.space import load_space, parse_space
-from sweeper.study import StudySettings, counts, run_study
+from sweeper.claim import counts
+from sweeper.study import StudySettings, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["data.n_samples=200", "trainer.epochs=4", "engine=numpy"]
@@ -98,8 +99,8 @@ def test_aggressive_pruner_prunes(tmp_path):
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     assert pruned, states(study)
     for t in pruned:
-        assert t.user_attrs["pruned_at"] == max(t.intermediate_values)
-        assert t.user_attrs["epochs_run"] < 8
+        assert t.user_attrs["run"]["pruned_at"] == max(t.intermediate_values)
+        assert t.user_attrs["run"]["epochs_run"] < 8
 
 
 def test_diverging_trial_fails_with_reason_and_study_goes_on(tmp_path):
@@ -110,7 +111,7 @@ def test_diverging_trial_fails_with_reason_and_study_goes_on(tmp_path):
     assert len(study.trials) == 6
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     assert failed and all(t.params["optimizer.lr"] == 1e9 for t in failed)
-    assert all(t.user_attrs["fail_reason"].startswith("diverged") for t in failed)
+    assert all(t.user_attrs["run"]["fail_reason"].startswith("diverged") for t in failed)
     assert any(t.state.name == "COMPLETE" for t in study.trials)
 
 
@@ -120,7 +121,7 @@ def _search(tmp_path, *args, **popen):
 
 
 def test_killed_worker_and_resume_reach_exact_total(tmp_path):
-    slow = ["--space", "quick", "--study", "k", "--trials", "3", "--pruner", "none",
+    slow = ["--space", "quick", "--study", "k", "--trials", "3", "--pruner", "none", "--jobs", "1",
             "data=digits", "trainer.epochs=200", "trainer.early_stopping.enabled=false", "engine=numpy",
             "layers.hidden=[256,256]", "trainer.batch_size=16"]
     proc = _search(tmp_path, *slow)
@@ -130,7 +131,7 @@ def test_killed_worker_and_resume_reach_exact_total(tmp_path):
     while time.time() < deadline and not running:
         time.sleep(0.2)
         if (s.dir / "journal.log").exists():
-            running = [t for t in load(s).get_trials(deepcopy=False) if t.state.name == "RUNNING" and "dir" in t.user_attrs]
+            running = [t for t in load(s).get_trials(deepcopy=False) if t.state.name == "RUNNING" and "worker" in t.user_attrs]
     assert running, "no trial started"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -146,7 +147,7 @@ def test_killed_worker_and_resume_reach_exact_total(tmp_path):
     assert c["COMPLETE"] + c["PRUNED"] + c["FAIL"] == 3
     assert c["RUNNING"] == 0 and c["WAITING"] == 0
     stale = study.trials[killed.number]
-    assert stale.state.name == "FAIL" and stale.user_attrs["fail_reason"].startswith("stale")
+    assert stale.state.name == "FAIL" and stale.user_attrs["run"]["fail_reason"].startswith("stale")
     retry = [t for t in study.trials if t.user_attrs.get("retry_of") == killed.number]
     assert len(retry) == 1 and retry[0].params == killed.params
     numbers = [t.number for t in study.trials]
@@ -178,7 +179,7 @@ def test_stale_detection_rules():
     import socket
     from types import SimpleNamespace
 
-    from sweeper.study import is_stale
+    from sweeper.claim import is_stale
 
     now = 10_000.0
     other = SimpleNamespace(user_attrs={"worker": "elsewhere:1", "heartbeat": now - 30}, datetime_start=None)

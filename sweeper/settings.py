@@ -1,0 +1,145 @@
+"""What a study is: its settings, its sampler and pruner, and creating or loading it.
+
+A study keeps the settings it was created with as user attrs (metric, space, overrides), so
+``scripts/report.py`` can rebuild its tables from the storage alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.config import ConfigError, check_choice
+
+from . import storage as S
+from .space import SearchSpace
+
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
+PRUNERS = ("none", "median", "percentile", "hyperband", "halving")
+METRICS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy")
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class StudySettings:
+    name: str
+    space: SearchSpace
+    trials: int = 20
+    root: Path = Path("outputs/studies")
+    storage: str | None = None
+    jobs: int = 1  # worker processes; search.py's default is every available CPU
+    timeout: float | None = None  # seconds; no new trial starts after it
+    seed: int = 0
+    metric: str = "val_accuracy"
+    direction: str = "maximize"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    overrides: list[str] = field(default_factory=list)
+    stale_after: float = S.STALE_AFTER_SECONDS
+
+    def __post_init__(self) -> None:
+        check_choice("--sampler", self.sampler, SAMPLERS)
+        check_choice("--pruner", self.pruner, PRUNERS)
+        check_choice("--direction", self.direction, ("minimize", "maximize"))
+        check_choice("--metric", self.metric, METRICS)
+        if self.trials < 1:
+            raise ConfigError(f"--trials: {self.trials} is out of range; allowed: --trials >= 1")
+        if self.jobs < 1:
+            raise ConfigError(f"--jobs: {self.jobs} is out of range; allowed: --jobs >= 1 or auto")
+        if self.sampler == "grid":
+            self.space.grid()  # fails now, naming the key, if the space is not finite
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.root) / self.name
+
+
+def make_sampler(settings: StudySettings, session: int = 0):
+    """The sampler of one worker session. Every session of a study (each worker, each resume)
+    gets its own seed from (--seed, session number): a resumed or joined study never replays
+    the random start of an earlier session, while a fresh study with one worker is exactly
+    reproducible (session 0)."""
+    import numpy as np
+    import optuna.samplers as S_
+
+    seed = int(np.random.SeedSequence([settings.seed, session]).generate_state(1)[0])
+    name = settings.sampler
+    if name == "tpe":
+        return S_.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    if name == "random":
+        return S_.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return S_.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "qmc":
+        return S_.QMCSampler(seed=seed, warn_independent_sampling=False)
+    return S_.GridSampler(settings.space.grid(), seed=seed)
+
+
+def make_pruner(name: str):
+    import optuna.pruners as P
+
+    return {
+        "none": P.NopPruner,
+        "median": lambda: P.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+        "percentile": lambda: P.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=2),
+        "hyperband": lambda: P.HyperbandPruner(min_resource=1),
+        "halving": lambda: P.SuccessiveHalvingPruner(min_resource=1),
+    }[name]()
+
+
+def create_study(settings: StudySettings, *, session: int = 0, retries: int = 5):
+    """Create the study, or load it when it exists (with retry: a fresh database may be
+    created by another worker at the same moment). Returns (study, storage)."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    last: Exception | None = None
+    for attempt in range(retries):
+        try:
+            storage = S.open_storage(settings.storage, settings.dir)
+            study = optuna.create_study(
+                storage=storage,
+                study_name=settings.name,
+                direction=settings.direction,
+                sampler=make_sampler(settings, session),
+                pruner=make_pruner(settings.pruner),
+                load_if_exists=True,
+            )
+            break
+        except ConfigError:
+            if attempt == retries - 1 or S.is_local(settings.storage):
+                raise
+            time.sleep(0.5 * (attempt + 1))  # a fresh database being created by another worker
+        except Exception as e:  # IntegrityError / DuplicatedStudyError under a race
+            last = e
+            time.sleep(0.2 * (attempt + 1))
+    else:
+        raise ConfigError(f"--storage: could not create or load study {settings.name!r}: {last}")
+    actual = study.direction.name.lower()
+    if actual != settings.direction:
+        raise ConfigError(
+            f"--direction: study {settings.name!r} exists with direction {actual}; "
+            f"asked for {settings.direction}"
+        )
+    return study, storage
+
+
+def record_settings(study, settings: StudySettings) -> None:
+    """Store the settings a report needs with the study (once, by the first session)."""
+    attrs = {"metric": settings.metric, "space": settings.space.source,
+             "overrides": settings.overrides}
+    for key, value in attrs.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
