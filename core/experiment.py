@@ -195,21 +195,34 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def write_rows(rows: list[dict], path: Path) -> None:
+    """Rows with the same keys as a CSV file, as pandas writes it (NaN as an empty field),
+    without importing pandas: a search writes one per trial."""
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        if rows:
+            writer.writerow(rows[0])
+        for row in rows:
+            writer.writerow("" if isinstance(v, float) and math.isnan(v) else v for v in row.values())
+
+
 def write_outputs(
     out: Path, cfg: ExperimentConfig, result: FitResult, summary: dict, params: np.ndarray, spec, ds: Dataset, *, plot: bool
 ) -> None:
-    import pandas as pd
-
     out.mkdir(parents=True, exist_ok=True)
-    metrics = pd.DataFrame(result.history)
-    metrics.to_csv(out / "metrics.csv", index=False)
+    write_rows(result.history, out / "metrics.csv")
     config = asdict(cfg)
     if config["data"].get("path"):  # so the checkpoint finds its data from any directory
         config["data"]["path"] = str(Path(config["data"]["path"]).resolve())
     (out / "summary.json").write_text(json.dumps(json_safe({**summary, "config": config}), indent=2))
     meta = {"dataset": ds.name, "feature_names": ds.feature_names, "image_shape": ds.image_shape, "config": config}
     C.save(out / "model.npz", C.Checkpoint(params, spec, ds.mean, ds.std, ds.task, ds.classes, json_safe(meta)))
-    if plot and len(metrics):
+    if plot and result.history:
+        import pandas as pd
+
         from .plots import plot_curves
 
+        metrics = pd.DataFrame(result.history)
         plot_curves(metrics, out / "curves.png", title=f"{ds.name}: {summary['stop_reason']} after {len(metrics)} epochs")

@@ -476,3 +476,40 @@ def train_epoch(
         t[0] += 1
         update(opt_code, params, grad, m, v, t[0], lrs[step], hp, beta1, beta2, sizes, w_off)
     return total_loss, correct
+
+
+@njit(cache=True, error_model="numpy")
+def evaluate(
+    params: np.ndarray, X: np.ndarray, T: np.ndarray, batch: int, sizes: np.ndarray,
+    w_off: np.ndarray, unit_off: np.ndarray, acts: np.ndarray, loss_code: int, hp: np.ndarray,
+    Z: np.ndarray, H: np.ndarray, G1: np.ndarray,
+) -> tuple[float, int]:
+    """(sum of per-sample losses, correctly classified rows) of X (N, n_in) against T in
+    evaluation mode (no dropout), forward in blocks of ``batch`` rows through the training
+    workspaces Z, H (>= batch * sum(units)) and G1 (>= batch * n_out); the same forward
+    and loss code as train_epoch."""
+    n_layers = w_off.shape[0]
+    n = X.shape[0]
+    one, slope = hp[ONE], hp[SLOPE]
+    n_out = sizes[n_layers]
+    total_loss = 0.0
+    correct = 0
+    for start in range(0, n, batch):
+        bs = min(batch, n - start)
+        a = X[start : start + bs]
+        for layer in range(n_layers):
+            k_in, k_out = sizes[layer], sizes[layer + 1]
+            W = view(params, w_off[layer], k_in, k_out)
+            b = params[w_off[layer] + k_in * k_out : w_off[layer] + k_in * k_out + k_out]
+            z = view(Z, unit_off[layer], bs, k_out)
+            dense_forward(a, W, b, z)
+            if layer == n_layers - 1:
+                break
+            h = view(H, unit_off[layer], bs, k_out)
+            activate(acts[layer], z, h, one, slope)
+            a = h
+        logits = view(Z, unit_off[n_layers - 1], bs, n_out)
+        loss_sum, hits = loss_and_grad(loss_code, logits, T[start : start + bs], view(G1, 0, bs, n_out), one)
+        total_loss += loss_sum
+        correct += hits
+    return total_loss, correct

@@ -135,6 +135,19 @@ class CpuEngine(Engine):
         acc = correct / n if is_classifier(self.spec.loss, self.spec.n_out) else float("nan")
         return total / n, acc
 
+    def evaluate(self, X: np.ndarray, T: np.ndarray) -> tuple[float, float]:
+        """(mean loss, accuracy) through the compiled forward, in blocks of at least 256 rows."""
+        n = len(X)
+        if n == 0:
+            return float("nan"), float("nan")
+        self._workspace(min(max(self.capacity, 256), n))
+        total, correct = K.evaluate(
+            self.params, _c(X, self.dtype), _c(T, self.dtype), self.capacity, self.sizes,
+            self.w_off, self.unit_off, self.acts, self.loss_code, self.hp, self.Z, self.H, self.G1,
+        )  # fmt: skip
+        acc = correct / n if is_classifier(self.spec.loss, self.spec.n_out) else float("nan")
+        return total / n, acc
+
     def predict_logits(self, X: np.ndarray) -> np.ndarray:
         return N.predict_logits(self.params, self.spec, np.asarray(X, dtype=self.dtype))
 
