@@ -8,8 +8,10 @@ worker: one whose process is gone (same host) or whose heartbeat is older than
 in the tables, and does not count toward the target: its parameters run again.
 
 A claim costs the same at trial 1,000 as at trial 10: it reads only the RUNNING and WAITING
-trials and two counts (``get_n_trials``, a SQL COUNT on a database), never every trial;
-the number of STALE trials is a study user attr kept under the claim lock.
+trials, never every trial. The number of trials comes from probing trial numbers (they are
+0..n-1; a point query each, starting from the count this worker saw last: Optuna's
+``get_n_trials`` would load every trial from a database), and the number of STALE trials
+is a study user attr kept under the claim lock.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class Claimer:
     def __init__(self, study, storage, settings) -> None:
         self.study, self.storage, self.settings = study, storage, settings
         self.study_id = storage.get_study_id_from_name(study.study_name)
+        self._n = 0  # trials known to exist (numbers 0.._n-1)
 
     def lock(self):
         s = self.settings
@@ -114,6 +117,29 @@ class Claimer:
 
     def trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
+    def _exists(self, number: int) -> bool:
+        try:
+            self.trial_id(number)
+        except KeyError:
+            return False
+        return True
+
+    def n_trials(self) -> int:
+        """Trials in the study, in O(log n) point queries the first time and O(1 + trials
+        other workers created since) after that."""
+        n = self._n
+        if self._exists(n):
+            step = 1
+            while self._exists(n + step):
+                n, step = n + step, step * 2
+            lo, hi = n, n + step  # lo exists, hi does not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if self._exists(mid) else (lo, mid)
+            n = lo + 1
+        self._n = n
+        return n
 
     def n_stale(self) -> int:
         """STALE trials so far (a study user attr; counted once for a study of an older
@@ -167,7 +193,7 @@ class Claimer:
         with self.lock():
             self.recover_stale()
             waiting = self.storage.get_n_trials(self.study_id, TrialState.WAITING)
-            used = self.storage.get_n_trials(self.study_id) - self.n_stale()
+            used = self.n_trials() - self.n_stale()
             if waiting == 0 and used >= self.settings.trials:
                 return None
             return self.study.ask()

@@ -126,7 +126,15 @@ def _failure_streak(streak: list[str], state: str, reason: str) -> list[str]:
     return streak + [reason] if not streak or streak[-1] == reason else [reason]
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _worker_main(settings: StudySettings, worker: int) -> None:
+    # started with SIGINT ignored (a Ctrl-C during start-up would print an import traceback);
+    # from here on SIGINT (Ctrl-C) and SIGTERM (the parent stopping) re-queue the trial
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.WARNING, format=f"[worker {worker} {worker_id()}] %(message)s")
     try:
         worker_loop(settings)
@@ -161,7 +169,7 @@ def _spawn(settings: StudySettings, n: int) -> list:
             from core.engines.cuda import DEVICE_ENV  # imports numba.cuda: only with GPUs
 
             env[DEVICE_ENV] = str(i % gpus)
-        with _environ(env):
+        with _environ(env), _sigint_ignored():
             p = ctx.Process(target=_worker_main, args=(settings, i), name=f"nnsweep-worker-{i}")
             p.start()
         procs.append(p)
@@ -190,9 +198,9 @@ def run_study(settings: StudySettings, *, progress: bool = True):
             for p in procs:
                 p.join(timeout=0.5 / len(procs))
     except BaseException:
-        for p in procs:  # Ctrl-C reached them too; anything else: stop them the same way
+        for p in procs:  # each re-queues its running trial and exits
             with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGINT)
+                os.kill(p.pid, signal.SIGTERM)
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
@@ -220,6 +228,16 @@ def _one_blas_thread(on: bool):
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1)
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Children inherit SIGINT ignored (Python keeps an ignored SIGINT at start-up)."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @contextlib.contextmanager

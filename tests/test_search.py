@@ -193,3 +193,139 @@ def test_stale_detection_rules():
     here_alive = SimpleNamespace(user_attrs={"worker": f"{socket.gethostname()}:{os.getpid()}", "heartbeat": now},
                                  datetime_start=None)
     assert not is_stale(here_alive, 60, now)
+
+
+def test_resumed_and_joined_studies_never_replay_a_session(tmp_path):
+    s = settings(tmp_path, 5, sampler="random", pruner="none")
+    run_study(s, progress=False)
+    s.trials = 10
+    study = run_study(s, progress=False)  # resume: a new session, a new seed
+    first = [t.params for t in study.trials[:5]]
+    assert all(t.params not in first for t in study.trials[5:])
+    # same seed, fresh study, one worker: exactly the same trials as the first session
+    again = run_study(settings(tmp_path, 5, sampler="random", pruner="none", name="again"), progress=False)
+    assert [t.params for t in again.trials] == first
+
+
+def test_claims_never_read_every_trial(tmp_path):
+    """A claim costs the same at trial 1,000 as at trial 10: only filtered reads and counts."""
+    from optuna.trial import TrialState
+
+    from sweeper.claim import Claimer
+    from sweeper.settings import create_study
+
+    s = settings(tmp_path, 40, sampler="random", pruner="none")
+    study, storage = create_study(s)
+    for _ in range(30):
+        study.tell(study.ask(), 0.5)
+    reads = []
+    real = storage.get_all_trials
+
+    def spy(study_id, deepcopy=True, states=None):
+        reads.append(states)
+        return real(study_id, deepcopy=deepcopy, states=states)
+
+    storage.get_all_trials = spy
+    claimer = Claimer(study, storage, s)
+    claimer.n_stale()  # once per study, for one of an older version
+    reads.clear()
+    trial = claimer.claim()
+    assert trial is not None and trial.number == 30
+    assert reads and all(states is not None and set(states) <= {TrialState.RUNNING, TrialState.WAITING}
+                         for states in reads), reads
+
+
+def test_ctrl_c_requeues_the_running_trial(tmp_path):
+    slow = ["--space", "quick", "--study", "c", "--trials", "2", "--pruner", "none", "--jobs", "1",
+            "data=digits", "trainer.epochs=300", "trainer.early_stopping.enabled=false", "engine=numpy",
+            "layers.hidden=[256,256]", "trainer.batch_size=16"]
+    proc = _search(tmp_path, *slow)
+    s = StudySettings(name="c", space=load_space("quick", CONF_DIR), trials=2, root=tmp_path)
+    deadline, running = time.time() + 120, []
+    while time.time() < deadline and not running:
+        time.sleep(0.2)
+        if (s.dir / "journal.log").exists():
+            running = [t for t in load(s).trials if t.state.name == "RUNNING" and "worker" in t.user_attrs]
+    assert running, "no trial started"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command to resume" in err and "Traceback" not in err
+    study = load(s)
+    interrupted = study.trials[running[0].number]
+    assert interrupted.user_attrs["run"]["fail_reason"] == "stale: interrupted"
+    assert counts(study)["STALE"] == 1 and counts(study)["WAITING"] == 1  # queued again, not counted
+    fast = [a if not a.startswith("trainer.epochs=") else "trainer.epochs=2" for a in slow]
+    _search(tmp_path, *fast).communicate(timeout=300)
+    study = load(s)
+    c = counts(study)
+    assert c["COMPLETE"] + c["PRUNED"] + c["FAIL"] == 2 and c["WAITING"] == 0
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == interrupted.number]
+    assert len(retry) == 1 and retry[0].params == interrupted.params
+
+
+def test_paused_worker_drops_its_taken_trial_and_goes_on(tmp_path):
+    from sweeper.study import worker_loop
+
+    slow = ["--space", "quick", "--study", "p", "--trials", "2", "--pruner", "none", "--jobs", "1",
+            "data=digits", "trainer.epochs=60", "trainer.early_stopping.enabled=false", "engine=numpy",
+            "layers.hidden=[128]", "trainer.batch_size=32"]
+    proc = _search(tmp_path, *slow)
+    s = StudySettings(name="p", space=load_space("quick", CONF_DIR), trials=2, root=tmp_path,
+                      stale_after=0.5, pruner="none",
+                      overrides=["data=digits", "trainer.epochs=2", "engine=numpy"])
+    deadline, running = time.time() + 120, []
+    while time.time() < deadline and not running:
+        time.sleep(0.1)
+        if (s.dir / "journal.log").exists():
+            running = [t for t in load(s).trials if t.state.name == "RUNNING" and "worker" in t.user_attrs]
+    assert running, "no trial started"
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(1.0)
+        worker_loop(s)  # takes the paused worker's trial over as stale and finishes the study
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert f"trial {running[0].number} was re-queued by another worker" in err and "Traceback" not in err
+    c = counts(load(s))
+    assert c["COMPLETE"] + c["PRUNED"] + c["FAIL"] == 2 and c["RUNNING"] == 0 and c["STALE"] == 1
+
+
+def test_a_fault_that_fails_every_trial_stops_the_study(tmp_path):
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "trials").write_text("not a folder")  # every trial folder fails
+    proc = _search(tmp_path, "--space", "quick", "--study", "q", "--trials", "5", *FAST)
+    out, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1, err
+    assert "trials" in lines[0] and "resume" in lines[0] and "Traceback" not in err
+    s = StudySettings(name="q", space=load_space("quick", CONF_DIR), trials=5, root=tmp_path)
+    c = counts(load(s))
+    assert c["COMPLETE"] + c["PRUNED"] + c["FAIL"] == 0  # the budget is not burnt
+
+
+def test_the_same_failure_again_and_again_stops_the_study(tmp_path):
+    space = parse_space({"params": {"optimizer": "choice(sgd, adam)"}})
+    s = settings(tmp_path, 20, space=space, sampler="random",
+                 overrides=FAST + ["data=file", "data.path=/nonexistent/data.csv"])
+    from sweeper.study import STREAK, StudyAborted
+
+    with pytest.raises(StudyAborted, match=f"{STREAK} trials in a row failed with: data.path: no such file"):
+        run_study(s, progress=False)
+    assert counts(load(s))["FAIL"] == STREAK
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 8, 31, 64, 100])
+def test_trial_count_by_probing_numbers(tmp_path, n):
+    from sweeper.claim import Claimer
+    from sweeper.settings import create_study
+
+    s = settings(tmp_path, 200, sampler="random", pruner="none")
+    study, storage = create_study(s)
+    claimer = Claimer(study, storage, s)
+    for i in range(n):
+        study.ask()
+        if i == n // 2:
+            assert claimer.n_trials() == i + 1  # a count seen earlier is the next start
+    assert claimer.n_trials() == n == len(study.trials)

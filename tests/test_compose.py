@@ -1,0 +1,70 @@
+"""The fast composition path (sweeper.compose) against a full Hydra compose, field by field."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+
+from conf.schema import CONF_DIR, compose_experiment
+from core.config import ConfigError
+from sweeper.compose import ComposeCache
+from sweeper.space import load_space
+
+SPACES = sorted(p.stem for p in (CONF_DIR / "search").glob("*.yaml"))
+
+
+def fields(obj, prefix=""):
+    """Every leaf field of a dataclass tree as {dotted name: value}."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(fields(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+def test_random_points_of_every_space_equal_a_full_compose(space_name):
+    space = load_space(space_name, CONF_DIR)
+    cache = ComposeCache()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=len(space_name)))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for _ in range(12):
+        overrides = space.sample(study.ask()) + ["engine=cpu"]
+        try:
+            expected = fields(compose_experiment(overrides)[1])
+        except ConfigError as e:
+            with pytest.raises(ConfigError, match=str(e)[:40]):
+                cache.compose(overrides)
+            continue
+        got = fields(cache.compose(overrides)[1])
+        assert got == expected
+        assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in expected.items()}
+
+
+@pytest.mark.parametrize("overrides", [
+    ["optimizer=foo"], ["trainer.epoch=5"], ["trainer.batch_size=abc"], ["optimizer.lr=-1"],
+    ["layers.hidden=[0]"], ["+trainer.extra=1"], ["data=moons", "data.noise=-0.1"],
+    ["optimizer=sgd", "optimizer.lr=abc"], ["trainer.batch_size=16.5"],
+])
+def test_errors_read_exactly_as_a_full_compose(overrides):
+    with pytest.raises(ConfigError) as full:
+        compose_experiment(overrides)
+    cache = ComposeCache()
+    cache.compose(["optimizer=sgd"])  # a cached base exists for the same group choice
+    with pytest.raises(ConfigError) as fast:
+        cache.compose(overrides)
+    assert str(fast.value) == str(full.value)
+
+
+def test_group_choices_compose_once_and_values_never_leak_between_trials():
+    cache = ComposeCache()
+    a = cache.compose(["optimizer=sgd", "optimizer.lr=0.5", "layers.hidden=[7]"])[1]
+    b = cache.compose(["optimizer=sgd"])[1]
+    assert (a.optimizer.lr, a.layers.hidden) == (0.5, [7])
+    assert b == compose_experiment(["optimizer=sgd"])[1]  # the cached base was not changed
+    assert len(cache._base) == 1  # ("optimizer=sgd",): composed once for both
