@@ -38,7 +38,7 @@ __all__ = [
     "fold_seed",
     "refit_data",
     "run_cv",
-    "test_raw",
+    "raw_test_split",
 ]
 
 # data.seed's random streams: generator [seed], three-way split [seed, 1], folds [seed, 2]
@@ -65,6 +65,8 @@ def fold_indices(
 @dataclass
 class CVData:
     folds: list[Dataset]  # fold i: train = the other folds, val = fold i, test empty
+    held_out: list[np.ndarray]  # fold i's validation samples: indices into the raw data
+    test_index: np.ndarray  # the test split's indices into the raw data (in no fold)
     test_X_raw: np.ndarray  # (n_test, n_features) raw units: for the final model only
     test_y: np.ndarray  # (n_test,) class index or (n_test, n_targets)
 
@@ -99,7 +101,7 @@ def cv_data(cfg: DataConfig, k: int, dtype: str = "float32") -> CVData:
         )
         for i, held_out in enumerate(folds)
     ]
-    return CVData(datasets, raw.X[test], raw.y[test])
+    return CVData(datasets, [pool[f] for f in folds], test, raw.X[test], raw.y[test])
 
 
 def refit_data(cfg: DataConfig, dtype: str = "float32") -> Dataset:
@@ -108,7 +110,9 @@ def refit_data(cfg: DataConfig, dtype: str = "float32") -> Dataset:
     return make_dataset(raw, (pool, test[:0], test), standardize=cfg.standardize, dtype=dtype)
 
 
-def test_raw(cfg: DataConfig, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+def raw_test_split(
+    cfg: DataConfig, dtype: str = "float32"
+) -> tuple[np.ndarray, np.ndarray]:
     """The test split in raw units and its targets: (X_raw (n, n_features), y)."""
     raw, _, test = _pool(cfg, dtype)
     return raw.X[test], raw.y[test]

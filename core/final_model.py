@@ -19,7 +19,7 @@ from typing import Any
 
 from . import checkpoint as C
 from .config import ConfigError, ExperimentConfig
-from .crossval import fold_checkpoint, refit_data, test_raw, write_run_files
+from .crossval import fold_checkpoint, raw_test_split, refit_data, write_run_files
 from .engines import make_engine, resolve_engine
 from .experiment import _threads, build, make_summary, targets
 from .predict import Predictor, data_config, ensemble_metrics, load_predictor
@@ -40,7 +40,8 @@ def fold_ensemble(out_dir: str | Path) -> Predictor:
 def evaluate_ensemble(predictor: Predictor) -> dict[str, float]:
     """test_loss and test_accuracy of the averaged members on the test split of their data."""
     ckpt = predictor.members[0]
-    X_raw, y = test_raw(data_config(ckpt, predictor.path), dtype=str(ckpt.params.dtype))
+    data = data_config(ckpt, predictor.path)
+    X_raw, y = raw_test_split(data, dtype=str(ckpt.params.dtype))
     loss, acc = ensemble_metrics(predictor, X_raw, y)
     return {"test_loss": loss, "test_accuracy": acc}
 
