@@ -36,9 +36,9 @@ __all__ = [
     "fold_checkpoint",
     "fold_indices",
     "fold_seed",
+    "raw_test_split",
     "refit_data",
     "run_cv",
-    "raw_test_split",
 ]
 
 # data.seed's random streams: generator [seed], three-way split [seed, 1], folds [seed, 2]

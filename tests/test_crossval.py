@@ -9,7 +9,7 @@ import pytest
 
 from core import checkpoint as C
 from core.config import ConfigError, DataConfig, EarlyStoppingConfig, SchedulerConfig
-from core.crossval import cv_data, fold_indices, fold_seed, refit_data, run_cv, raw_test_split
+from core.crossval import cv_data, fold_indices, fold_seed, raw_test_split, refit_data, run_cv
 from core.data import load_raw, split_parts
 from core.engines import make_engine
 from core.experiment import build, targets
@@ -198,7 +198,7 @@ def test_refit_trains_on_train_val_for_the_given_epochs(tmp_path):
     assert np.isnan(summary["val_loss"]) and np.isfinite(summary["test_accuracy"])
     ds = refit_data(cfg.data)
     raw = load_raw(cfg.data)
-    train, val, test = split_parts(raw, cfg.data)
+    train, val, _ = split_parts(raw, cfg.data)
     assert len(ds.train.y) == len(train) + len(val) and len(ds.val.y) == 0
     np.testing.assert_allclose(ds.mean, raw.X[np.concatenate([train, val])].mean(axis=0))
     predictor = load_predictor([tmp_path])  # an ordinary checkpoint, its data rebuilt
