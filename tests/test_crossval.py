@@ -219,3 +219,26 @@ def test_refit_replays_the_cross_validation_lr_schedule():
     refit_from_summary(cfg, summary, callbacks=[refit_rows.append], plot=False)
     n = summary["refit_epochs"]
     assert [r["lr"] for r in refit_rows] == [r["lr"] for r in cv_rows[:n]]
+
+
+# ------------------------------------------------------------------ the measurement script
+
+
+def test_measure_cv_rank_rules_and_tie_break():
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "measure_cv.py"
+    spec = importlib.util.spec_from_file_location("measure_cv", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    group = pd.DataFrame({"cv_val_acc": [0.9, 0.95, 0.95, 0.5],
+                          "cv_val_loss": [0.3, 0.2, 0.1, 2.0]})
+    acc = module.rank_scores(group, module.RULES["cv val_accuracy"])
+    assert acc.tolist() == [3.0, 1.5, 1.5, 4.0]  # tied configurations share their mean rank
+    tie_break = module.rank_scores(group, module.RULES["cv val_acc, loss tie-break"])
+    assert tie_break.tolist() == [3.0, 2.0, 1.0, 4.0]
+    loss = module.rank_scores(group, module.RULES["cv val_loss"])
+    assert loss.tolist() == [3.0, 2.0, 1.0, 4.0]
