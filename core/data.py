@@ -30,8 +30,8 @@ from core.datasets import (
     write_file,
 )
 
-__all__ = ["Dataset", "Split", "generate", "load_dataset", "read_file", "split_indices",
-           "write_file"]
+__all__ = ["Dataset", "RawData", "Split", "generate", "load_dataset", "load_raw", "make_dataset",
+           "read_file", "split_indices", "split_parts", "write_file"]
 
 MAX_AUTO_CLASSES = 100
 
@@ -67,7 +67,32 @@ class Dataset:
         return ((X_raw - self.mean) / self.std).astype(self.train.X.dtype)
 
 
+@dataclass
+class RawData:
+    """A source's samples before any split: labels encoded, features in raw units."""
+
+    name: str  # the DataConfig name, or the file name for data=file
+    task: str  # "classification" | "regression"
+    X: np.ndarray  # (n, n_features) raw units
+    y: np.ndarray  # (n,) int64 class index, or (n, n_targets) regression target in the dtype
+    classes: np.ndarray | None  # original label of class index i (classification only)
+    feature_names: list[str]
+    image_shape: tuple[int, int] | None
+
+    @property
+    def strata(self) -> np.ndarray | None:
+        """What a split stratifies on: the class index, or None for regression."""
+        return self.y if self.task == "classification" else None
+
+
 def load_dataset(cfg: DataConfig, dtype: str = "float32") -> Dataset:
+    """The source, split train/val/test (``split_parts``), standardized on train."""
+    raw = load_raw(cfg, dtype)
+    return make_dataset(raw, split_parts(raw, cfg), standardize=cfg.standardize, dtype=dtype)
+
+
+def load_raw(cfg: DataConfig, dtype: str = "float32") -> RawData:
+    """The samples of ``cfg``'s source, labels encoded, features unstandardized."""
     check_choice("trainer.dtype", dtype, DTYPES)
     check_range("data.seed", cfg.seed, low=0, high=2**32 - 1)
     image_shape = None
@@ -97,23 +122,42 @@ def load_dataset(cfg: DataConfig, dtype: str = "float32") -> Dataset:
     classes = None
     if task == "classification":
         classes, y = encode_labels(y, where)
-        strata: np.ndarray | None = y
     else:
         y = regression_target(y, where).astype(dtype)
-        strata = None
+    return RawData(
+        name=name, task=task, X=X, y=y, classes=classes, feature_names=names,
+        image_shape=image_shape,
+    )
 
+
+def split_parts(raw: RawData, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (train, val, test) indices into ``raw`` for ``cfg``'s fractions and seed."""
     rng = np.random.default_rng([cfg.seed, 1])  # a stream apart from the generator's
     fractions = (1.0 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
-    parts = split_indices(len(X), fractions, rng, strata=strata)
+    parts = split_indices(len(raw.X), fractions, rng, strata=raw.strata)
     fields = ("data.val_fraction + data.test_fraction", "data.val_fraction", "data.test_fraction")
     for part, field, split, frac in zip(parts, fields, ("train", "val", "test"), fractions):
         if len(part) == 0:
             raise ConfigError(
-                f"{field}: leaves the {split} split empty ({frac:g} of {len(X)} samples)"
+                f"{field}: leaves the {split} split empty ({frac:g} of {len(raw.X)} samples)"
             )
+    return parts
 
+
+def make_dataset(
+    raw: RawData,
+    parts: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    standardize: bool,
+    dtype: str,
+) -> Dataset:
+    """A Dataset of ``raw``'s (train, val, test) index parts, standardized on the train part.
+
+    A part may be empty (a model refit on train+val has no val split).
+    """
     train_idx = parts[0]
-    if cfg.standardize:
+    X, y = raw.X, raw.y
+    if standardize:
         mean = X[train_idx].mean(axis=0)
         std = X[train_idx].std(axis=0)
         std[std <= 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0  # constant feature: centre only
@@ -121,11 +165,11 @@ def load_dataset(cfg: DataConfig, dtype: str = "float32") -> Dataset:
         mean, std = np.zeros(X.shape[1]), np.ones(X.shape[1])
     Xs = ((X - mean) / std).astype(dtype)
     train, val, test = (Split(Xs[idx], y[idx]) for idx in parts)
-    n_outputs = len(classes) if classes is not None else y.shape[1]
+    n_outputs = len(raw.classes) if raw.classes is not None else y.shape[1]
     return Dataset(
-        name=name, task=task, train=train, val=val, test=test, n_features=X.shape[1],
-        n_outputs=n_outputs, mean=mean, std=std, classes=classes, feature_names=names,
-        image_shape=image_shape,
+        name=raw.name, task=raw.task, train=train, val=val, test=test, n_features=X.shape[1],
+        n_outputs=n_outputs, mean=mean, std=std, classes=raw.classes,
+        feature_names=raw.feature_names, image_shape=raw.image_shape,
     )
 
 

@@ -6,6 +6,11 @@ features: class probabilities (softmax for cross_entropy; [1 - p, p] for bce), r
 for a classifier trained with mse, or target values for regression. The data a checkpoint
 was trained on is rebuilt from ``meta["config"]["data"]`` by core.data.load_dataset, which is
 deterministic, and checked against the checkpoint's stored standardization.
+
+Models of a cross-validation (core.crossval) are each standardized on their own fold; an
+ensemble of them predicts from raw features (``scores_raw``), every member standardizing
+them its own way. A model refit on train+val (core.final_model) records
+``meta["standardized_on"] = "train+val"`` and its data is rebuilt accordingly.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .network import predict_logits
 __all__ = [
     "Predictor",
     "confusion_matrix",
+    "ensemble_metrics",
     "load_checkpoint",
     "load_predictor",
     "member_table",
@@ -104,15 +110,42 @@ class Predictor:
         """Averaged output (n, k): probabilities for cross_entropy/bce, values for regression."""
         return np.mean(self.member_scores(X_std), axis=0)
 
+    def member_scores_raw(self, X_raw: np.ndarray, field: str = "--x") -> list[np.ndarray]:
+        """Each member's output on raw features, standardized as that member was trained."""
+        X_raw = self._raw(X_raw, field)
+        return [_scores(ckpt, ckpt.transform(X_raw)) for ckpt in self.members]
+
+    def scores_raw(self, X_raw: np.ndarray, field: str = "--x") -> np.ndarray:
+        """Averaged output (n, k) on raw features; right for members of any standardization."""
+        return np.mean(self.member_scores_raw(X_raw, field), axis=0)
+
+    @property
+    def shared_standardization(self) -> bool:
+        """All members standardize alike (False for the fold models of a cross-validation)."""
+        a = self.members[0]
+        return all(
+            np.array_equal(a.mean, b.mean) and np.array_equal(a.std, b.std)
+            for b in self.members[1:]
+        )
+
     def standardize(self, X_raw: np.ndarray, field: str = "--x") -> np.ndarray:
         """Raw feature units -> the standardized inputs the networks saw in training."""
+        X_raw = self._raw(X_raw, field)
+        if not self.shared_standardization:
+            raise ConfigError(
+                f"{field}: the members are standardized differently (cross-validation folds); "
+                "no single standardized input fits them all: predict from raw features"
+            )
+        return self.members[0].transform(X_raw)
+
+    def _raw(self, X_raw: np.ndarray, field: str) -> np.ndarray:
         X_raw = np.atleast_2d(np.asarray(X_raw, dtype=np.float64))
         if X_raw.shape[1] != self.n_features:
             raise ConfigError(
                 f"{field}: got {X_raw.shape[1]} feature values; the checkpoint expects "
                 f"{self.n_features} ({_names(self.feature_names)})"
             )
-        return self.members[0].transform(X_raw)
+        return X_raw
 
     def predict_index(self, scores: np.ndarray) -> np.ndarray:
         """(n,) predicted class index from (n, k) scores."""
@@ -131,7 +164,18 @@ class Predictor:
 
         ckpt = self.members[0]
         cfg = data_config(ckpt, self.path)
-        ds = load_dataset(cfg, dtype=str(ckpt.params.dtype))
+        on = ckpt.meta.get("standardized_on", "train") if isinstance(ckpt.meta, dict) else "train"
+        if on == "train+val":  # a final model refit on train+val: train = train+val, no val
+            from .crossval import refit_data
+
+            ds = refit_data(cfg, dtype=str(ckpt.params.dtype))
+        elif on != "train" or not self.shared_standardization:
+            raise C.CheckpointError(
+                f"checkpoint: '{self.path}' is a cross-validation fold model (standardized on "
+                f"{on}); its test predictions come from raw features (Predictor.scores_raw)"
+            )
+        else:
+            ds = load_dataset(cfg, dtype=str(ckpt.params.dtype))
         if ds.n_features != self.n_features or not (
             np.allclose(ds.mean, ckpt.mean, rtol=1e-9, atol=1e-12)
             and np.allclose(ds.std, ckpt.std, rtol=1e-9, atol=1e-12)
@@ -147,7 +191,7 @@ class Predictor:
         (score_<label> for a classifier trained with mse), or value columns for regression."""
         import pandas as pd
 
-        S = self.scores(self.standardize(X_raw, field))
+        S = self.scores_raw(X_raw, field)
         df = pd.DataFrame({"row": np.arange(len(S))})
         if true is not None:
             df["true"] = true
@@ -240,6 +284,32 @@ def score_metric(predictor: Predictor, S: np.ndarray, y: np.ndarray) -> float:
     if predictor.is_classifier:
         return float(np.mean(predictor.predict_index(S) == y))
     return float(np.mean((S - y.reshape(len(y), -1)) ** 2))
+
+
+def ensemble_metrics(
+    predictor: Predictor, X_raw: np.ndarray, y: np.ndarray
+) -> tuple[float, float]:
+    """(loss, accuracy) of the averaged output on raw features; accuracy NaN for regression.
+
+    The loss is the training loss of the averaged output: the mean negative log-likelihood of
+    the averaged probabilities (cross_entropy, bce), or the mean squared error over all
+    outputs (mse; against one-hot rows for a classifier).
+    """
+    S = predictor.scores_raw(X_raw)  # (n, k)
+    loss = predictor.members[0].spec.loss
+    if loss == "mse":
+        if predictor.is_classifier:
+            T = np.zeros_like(S)
+            T[np.arange(len(y)), y] = 1.0
+        else:
+            T = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        value = float(np.mean((S - T) ** 2))
+    else:
+        p = S[np.arange(len(y)), y]
+        value = float(-np.mean(np.log(np.maximum(p, np.finfo(np.float64).tiny))))
+    if not predictor.is_classifier:
+        return value, float("nan")
+    return value, float(np.mean(predictor.predict_index(S) == y))
 
 
 def member_table(predictor: Predictor, X_std: np.ndarray, y: np.ndarray):

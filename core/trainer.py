@@ -3,14 +3,20 @@
 A callback is any ``f(metrics: dict) -> str | None`` called after every epoch with that
 epoch's metrics; returning a string stops training with that string as the stop reason
 (the sweeper returns "pruned", a live plot returns None).
+
+``fit_folds`` trains K engines in lockstep (K-fold cross-validation): every epoch each fold
+trains one epoch on its own training part and is evaluated on its own validation part; the
+epoch's row holds the fold means, which early stopping, the plateau scheduler and the
+callbacks see, and the best-weight restore takes every fold back to the mean's best epoch.
+``fit`` is the case K = 1.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -18,7 +24,7 @@ from .config import ExperimentConfig
 from .engines.base import Engine, n_batches
 from .schedules import ReduceLROnPlateau, epoch_lrs
 
-Callback = Callable[[dict], Optional[str]]
+Callback = Callable[[dict], str | None]
 
 
 @dataclass
@@ -46,6 +52,21 @@ def is_better(value: float, best: float, mode: str, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+@dataclass
+class Fold:
+    """One engine and its own split; ``seed`` draws the batch order (the engine has its own)."""
+
+    engine: Engine
+    X_train: np.ndarray  # (n_train, n_in)
+    T_train: np.ndarray  # (n_train, n_out)
+    X_val: np.ndarray  # (n_val, n_in); may be empty (a refit on all data): val metrics NaN
+    T_val: np.ndarray  # (n_val, n_out)
+    seed: int
+
+
+METRIC_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
 def fit(
     engine: Engine,
     cfg: ExperimentConfig,
@@ -55,47 +76,90 @@ def fit(
     T_val: np.ndarray,
     callbacks: tuple[Callback, ...] | list[Callback] = (),
 ) -> FitResult:
+    """Train one engine; its batch order is drawn from ``cfg.trainer.seed``."""
+    fold = Fold(engine, X_train, T_train, X_val, T_val, seed=cfg.trainer.seed)
+    return fit_folds([fold], cfg, callbacks)
+
+
+def fold_mean(values: list[float]) -> float:
+    """The mean over folds; one fold's value is returned as it is."""
+    return values[0] if len(values) == 1 else float(np.mean(values))
+
+
+def fit_folds(
+    folds: Sequence[Fold],
+    cfg: ExperimentConfig,
+    callbacks: tuple[Callback, ...] | list[Callback] = (),
+    *,
+    base_lrs: Sequence[float] | None = None,
+) -> FitResult:
+    """Train every fold's engine in lockstep, epoch by epoch, on the fold-mean metrics.
+
+    Rows hold the fold means of METRIC_KEYS; with several folds also ``val_loss_fold<i>`` and
+    ``val_accuracy_fold<i>``. A fold whose losses turn non-finite stops all as "diverged".
+    With scheduler=plateau, ``extra["base_lrs"]`` holds the base lr of every epoch; passing
+    such a list as ``base_lrs`` replays it instead of reacting to the monitor (a refit on all
+    data has no validation split to watch).
+    """
+    if not folds:
+        raise ValueError("fit_folds: needs at least one fold")
     tr, es, sch = cfg.trainer, cfg.trainer.early_stopping, cfg.scheduler
-    engine.set_train_data(X_train, T_train)
-    n = len(X_train)
-    steps = n_batches(n, tr.batch_size)
-    rng = np.random.default_rng(tr.seed)  # batch order; the engine has its own for dropout
+    for fold in folds:
+        fold.engine.set_train_data(fold.X_train, fold.T_train)
+    sizes = [len(fold.X_train) for fold in folds]
+    steps = [n_batches(n, tr.batch_size) for n in sizes]
+    rngs = [np.random.default_rng(fold.seed) for fold in folds]  # batch order per fold
+    replay = base_lrs is not None and sch.name == "plateau"
     plateau = ReduceLROnPlateau(sch, cfg.optimizer.lr) if sch.name == "plateau" else None
     mode = monitor_mode(es.monitor, es.mode)
     best_value, best_epoch, best_params, wait = float("nan"), 0, None, 0
     history: list[dict] = []
+    used_lrs: list[float] = []  # plateau's base lr of every epoch
     stop_reason = "max_epochs"
     start = time.perf_counter()
     for epoch in range(tr.epochs):
         t0 = time.perf_counter()
-        base_lr = plateau.lr if plateau is not None else cfg.optimizer.lr
-        lrs = epoch_lrs(epoch, steps, sch, base_lr, tr.epochs)
-        order = rng.permutation(n)
-        train_loss, train_acc = engine.train_epoch(order, lrs, tr.batch_size)
-        val_loss, val_acc = engine.evaluate(X_val, T_val)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "train_accuracy": train_acc,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": float(lrs[0]),
-            "seconds": time.perf_counter() - t0,
-        }
+        if replay:
+            assert base_lrs is not None
+            if epoch >= len(base_lrs):
+                break  # the replayed run ends where the recorded one did
+            base_lr = float(base_lrs[epoch])
+        else:
+            base_lr = plateau.lr if plateau is not None else cfg.optimizer.lr
+        used_lrs.append(base_lr)
+        per_fold: list[tuple[float, float, float, float]] = []  # METRIC_KEYS of each fold
+        finite = True
+        for fold, n, n_steps, rng in zip(folds, sizes, steps, rngs):
+            lrs = epoch_lrs(epoch, n_steps, sch, base_lr, tr.epochs)
+            order = rng.permutation(n)
+            train_loss, train_acc = fold.engine.train_epoch(order, lrs, tr.batch_size)
+            val_loss, val_acc = fold.engine.evaluate(fold.X_val, fold.T_val)
+            per_fold.append((train_loss, train_acc, val_loss, val_acc))
+            has_val = len(fold.X_val) > 0
+            finite &= math.isfinite(train_loss) and (math.isfinite(val_loss) or not has_val)
+        row: dict = {"epoch": epoch + 1}
+        for j, key in enumerate(METRIC_KEYS):
+            row[key] = fold_mean([m[j] for m in per_fold])
+        if len(folds) > 1:
+            for i, m in enumerate(per_fold):
+                row[f"val_loss_fold{i}"] = m[2]
+                row[f"val_accuracy_fold{i}"] = m[3]
+        row["lr"] = float(lrs[0])  # every fold's first step of the epoch has the same lr
+        row["seconds"] = time.perf_counter() - t0
         history.append(row)
         value = row[es.monitor]
         if is_better(value, best_value, mode, es.min_delta):
             best_value, best_epoch, wait = value, epoch + 1, 0
             if es.enabled and es.restore_best:
-                best_params = engine.get_params()
+                best_params = [fold.engine.get_params() for fold in folds]
         else:
             wait += 1
-        if plateau is not None:
+        if plateau is not None and not replay:
             plateau.step(row[sch.monitor])
         reason = None
         for callback in callbacks:
             reason = callback(row) or reason
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        if not finite:
             reason = "diverged"
         elif reason is None and es.enabled and wait >= max(es.patience, 1):
             reason = "early_stopping"
@@ -103,7 +167,8 @@ def fit(
             stop_reason = reason
             break
     if best_params is not None and best_epoch != len(history):
-        engine.set_params(best_params)
+        for fold, params in zip(folds, best_params):
+            fold.engine.set_params(params)
     return FitResult(
         history=history,
         best_epoch=best_epoch,
@@ -111,4 +176,5 @@ def fit(
         stop_reason=stop_reason,
         seconds=time.perf_counter() - start,
         monitor=es.monitor,
+        extra={"base_lrs": used_lrs} if plateau is not None else {},
     )

@@ -122,3 +122,197 @@ def test_different_seed_differs():
     fit(ea, a, *arr_a)
     fit(eb, b, *arr_b)
     assert not np.array_equal(ea.get_params(), eb.get_params())
+
+
+# ------------------------------------------------------------------ K folds in lockstep
+
+
+def _reference_fit(engine, cfg, X_train, T_train, X_val, T_val):
+    """The single-engine loop as it was before fit_folds (no callbacks): the K=1 reference."""
+    import math
+
+    from core.engines.base import n_batches
+    from core.schedules import ReduceLROnPlateau, epoch_lrs
+    from core.trainer import is_better, monitor_mode
+
+    tr, es, sch = cfg.trainer, cfg.trainer.early_stopping, cfg.scheduler
+    engine.set_train_data(X_train, T_train)
+    n = len(X_train)
+    steps = n_batches(n, tr.batch_size)
+    rng = np.random.default_rng(tr.seed)
+    plateau = ReduceLROnPlateau(sch, cfg.optimizer.lr) if sch.name == "plateau" else None
+    mode = monitor_mode(es.monitor, es.mode)
+    best_value, best_epoch, best_params, wait, history = float("nan"), 0, None, 0, []
+    for epoch in range(tr.epochs):
+        base_lr = plateau.lr if plateau is not None else cfg.optimizer.lr
+        lrs = epoch_lrs(epoch, steps, sch, base_lr, tr.epochs)
+        train_loss, train_acc = engine.train_epoch(rng.permutation(n), lrs, tr.batch_size)
+        val_loss, val_acc = engine.evaluate(X_val, T_val)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
+               "val_loss": val_loss, "val_accuracy": val_acc, "lr": float(lrs[0])}
+        history.append(row)
+        if is_better(row[es.monitor], best_value, mode, es.min_delta):
+            best_value, best_epoch, wait = row[es.monitor], epoch + 1, 0
+            if es.enabled and es.restore_best:
+                best_params = engine.get_params()
+        else:
+            wait += 1
+        if plateau is not None:
+            plateau.step(row[sch.monitor])
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            break
+        if es.enabled and wait >= max(es.patience, 1):
+            break
+    if best_params is not None and best_epoch != len(history):
+        engine.set_params(best_params)
+    return history, best_epoch
+
+
+def _k1_case(name: str, engine: str):
+    cfg = tiny_config(epochs=25, engine=engine, hidden=(16, 8), data="spirals")
+    if name == "dropout_early_stopping":
+        cfg.regularization.dropout = 0.2
+        cfg.trainer.early_stopping = EarlyStoppingConfig(enabled=True, patience=3)
+    elif name == "plateau":
+        cfg.optimizer.name, cfg.optimizer.lr = "sgd", 0.2
+        cfg.scheduler = SchedulerConfig(name="plateau", patience=1, factor=0.5)
+    elif name == "cosine_accuracy_monitor":
+        cfg.scheduler = SchedulerConfig(name="cosine", warmup_epochs=2)
+        cfg.trainer.early_stopping = EarlyStoppingConfig(enabled=True, monitor="val_accuracy",
+                                                         patience=4)
+    return cfg
+
+
+@pytest.mark.parametrize("engine", ["numpy", "cpu"])
+@pytest.mark.parametrize("case", ["dropout_early_stopping", "plateau", "cosine_accuracy_monitor"])
+def test_one_fold_is_bit_identical_to_the_single_engine_loop(engine, case):
+    cfg = _k1_case(case, engine)
+    ref_engine, arrays = setup(cfg)
+    ref_history, ref_best = _reference_fit(ref_engine, cfg, *arrays)
+    new_engine, arrays = setup(cfg)
+    result = fit(new_engine, cfg, *arrays)
+    rows = [{k: v for k, v in row.items() if k != "seconds"} for row in result.history]
+    assert rows == ref_history  # same keys, same order, same values
+    assert result.best_epoch == ref_best
+    assert new_engine.get_params().tobytes() == ref_engine.get_params().tobytes()
+
+
+K = 3
+
+
+def _folds(cfg):
+    """K independent (cfg, engine, arrays): different data seeds and trainer seeds."""
+    from dataclasses import replace
+
+    out = []
+    for i in range(K):
+        cfg_i = replace(
+            cfg, data=replace(cfg.data, seed=i), trainer=replace(cfg.trainer, seed=10 + i)
+        )
+        engine, arrays = setup(cfg_i)
+        out.append((cfg_i, engine, arrays))
+    return out
+
+
+def _lockstep(cfg, callbacks=()):
+    from core.trainer import Fold, fit_folds
+
+    parts = _folds(cfg)
+    folds = [Fold(engine, *arrays, seed=cfg_i.trainer.seed) for cfg_i, engine, arrays in parts]
+    return fit_folds(folds, cfg, callbacks), [f.engine for f in folds]
+
+
+def _independent(cfg):
+    """Each fold alone, early stopping off, its params recorded after every epoch."""
+    runs = []
+    for cfg_i, engine, arrays in _folds(cfg):
+        cfg_i.trainer.early_stopping = EarlyStoppingConfig(enabled=False)
+        snaps = []
+        snap = lambda row, e=engine, s=snaps: s.append(e.get_params())  # noqa: E731
+        result = fit(engine, cfg_i, *arrays, callbacks=[snap])
+        runs.append((result.history, snaps))
+    return runs
+
+
+KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+def test_lockstep_rows_are_the_means_of_independent_fits():
+    cfg = tiny_config(epochs=8, hidden=(16,))
+    cfg.regularization.dropout = 0.1
+    seen = []
+    result, engines = _lockstep(cfg, callbacks=[seen.append])
+    runs = _independent(cfg)
+    assert seen == result.history and len(seen) == 8
+    for e, row in enumerate(seen):
+        for key in KEYS:
+            folds = [history[e][key] for history, _ in runs]
+            assert row[key] == pytest.approx(sum(folds) / K, rel=1e-12)
+        for i, (history, _) in enumerate(runs):
+            assert row[f"val_accuracy_fold{i}"] == history[e]["val_accuracy"]
+            assert row[f"val_loss_fold{i}"] == history[e]["val_loss"]
+    for engine, (_, snaps) in zip(engines, runs):  # folds never interact
+        np.testing.assert_array_equal(engine.get_params(), snaps[-1])
+
+
+def test_early_stopping_watches_the_mean_and_restores_every_fold():
+    cfg = tiny_config(epochs=60, hidden=(32,), lr=0.05, batch_size=8)
+    cfg.data.noise = 0.35  # noisy moons: the validation loss turns up
+    cfg.trainer.early_stopping = EarlyStoppingConfig(enabled=True, patience=4, restore_best=True)
+    result, engines = _lockstep(cfg)
+    runs = _independent(cfg)
+    mean = np.mean([[row["val_loss"] for row in history] for history, _ in runs], axis=0)
+    best, stop = 0, len(mean)  # the rule on the mean curve: strict improvement, patience 4
+    for e in range(len(mean)):
+        if best == 0 or mean[e] < mean[best - 1]:
+            best = e + 1
+        elif e + 1 - best >= 4:
+            stop = e + 1
+            break
+    assert result.stop_reason == "early_stopping"
+    assert (result.best_epoch, len(result.history)) == (best, stop)
+    assert result.best_value == pytest.approx(mean[best - 1], rel=1e-12)
+    fold_bests = [int(np.argmin([r["val_loss"] for r in h[:stop]])) + 1 for h, _ in runs]
+    assert any(b != best for b in fold_bests)  # the mean's epoch, not each fold's own
+    for engine, (_, snaps) in zip(engines, runs):
+        np.testing.assert_array_equal(engine.get_params(), snaps[best - 1])
+
+
+def test_pruning_callback_sees_the_mean_and_stops_every_fold():
+    cfg = tiny_config(epochs=20, hidden=(16,))
+    runs = _independent(cfg)
+    mean_acc = [np.mean([h[e]["val_accuracy"] for h, _ in runs]) for e in range(20)]
+    threshold = mean_acc[4]  # prune at the first epoch whose mean reaches epoch 5's
+    seen = []
+
+    def prune(row):
+        seen.append(row["val_accuracy"])
+        return "pruned" if row["val_accuracy"] >= threshold else None
+
+    result, engines = _lockstep(cfg, callbacks=[prune])
+    first = next(e for e, v in enumerate(mean_acc) if v >= threshold) + 1
+    assert result.stop_reason == "pruned" and len(result.history) == first
+    assert seen == pytest.approx(mean_acc[:first], rel=1e-12)
+    for engine, (_, snaps) in zip(engines, runs):
+        np.testing.assert_array_equal(engine.get_params(), snaps[first - 1])
+
+
+def test_plateau_base_lrs_replay():
+    from core.trainer import Fold, fit_folds
+
+    cfg = tiny_config(epochs=12, optimizer="sgd", lr=0.1)
+    cfg.scheduler = SchedulerConfig(name="plateau", patience=1, factor=0.5, threshold=1.0,
+                                    min_lr=0.02)
+    engine, arrays = setup(cfg)
+    recorded = fit(engine, cfg, *arrays)
+    base_lrs = recorded.extra["base_lrs"]
+    assert base_lrs[0] == 0.1 and base_lrs[-1] == pytest.approx(0.02)
+    empty = (arrays[2][:0], arrays[3][:0])  # no validation split: the plateau has nothing to watch
+    engine2, _ = setup(cfg)
+    replayed = fit_folds([Fold(engine2, arrays[0], arrays[1], *empty, seed=cfg.trainer.seed)], cfg,
+                         base_lrs=base_lrs)
+    assert replayed.extra["base_lrs"] == base_lrs
+    assert [r["lr"] for r in replayed.history] == [r["lr"] for r in recorded.history]
+    losses = [[r["train_loss"] for r in res.history] for res in (replayed, recorded)]
+    assert losses[0] == losses[1]
+    assert replayed.stop_reason == "max_epochs" and np.isnan(replayed.history[0]["val_loss"])
