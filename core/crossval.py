@@ -14,9 +14,8 @@ The final model built from a cross-validation is in core.final_model.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,21 @@ from . import checkpoint as C
 from .config import ConfigError, DataConfig, ExperimentConfig, check_range
 from .data import Dataset, load_raw, make_dataset, split_parts
 from .engines import make_engine, resolve_engine
-from .experiment import _threads, build, json_safe, make_summary, targets
+from .experiment import (
+    blas_limit,
+    build,
+    cached_data,
+    checkpoint_of,
+    make_summary,
+    targets,
+    write_run_files,
+)
 from .predict import Predictor, ensemble_metrics
-from .trainer import Callback, FitResult, Fold, fit_folds
+from .trainer import Callback, Fold, fit_folds
 
 __all__ = [
     "CVData",
     "cv_data",
-    "fold_checkpoint",
     "fold_indices",
     "fold_seed",
     "raw_test_split",
@@ -127,42 +133,6 @@ def with_seed(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
     return replace(cfg, trainer=replace(cfg.trainer, seed=seed))
 
 
-def config_dict(cfg: ExperimentConfig) -> dict:
-    """asdict(cfg) with a data file's path made absolute (found from any directory)."""
-    config = asdict(cfg)
-    if config["data"].get("path"):
-        config["data"]["path"] = str(Path(config["data"]["path"]).resolve())
-    return config
-
-
-def fold_checkpoint(
-    params: np.ndarray, spec, ds: Dataset, cfg: ExperimentConfig, **meta: Any
-) -> C.Checkpoint:
-    """A checkpoint of ``params`` standardized like ``ds``; ``meta`` adds to the usual meta."""
-    base = {"dataset": ds.name, "feature_names": ds.feature_names, "image_shape": ds.image_shape,
-            "config": config_dict(cfg)}
-    return C.Checkpoint(params, spec, ds.mean, ds.std, ds.task, ds.classes,
-                        json_safe({**base, **meta}))
-
-
-def write_run_files(
-    out: Path, cfg: ExperimentConfig, result: FitResult, summary: dict, *, plot: bool
-) -> None:
-    """metrics.csv, summary.json (with the config) and, if ``plot``, curves.png."""
-    import pandas as pd
-
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = pd.DataFrame(result.history)
-    metrics.to_csv(out / "metrics.csv", index=False)
-    text = json.dumps(json_safe({**summary, "config": config_dict(cfg)}), indent=2)
-    (out / "summary.json").write_text(text)
-    if plot and len(metrics):
-        from .plots import plot_curves
-
-        title = f"{summary['dataset']}: {summary['stop_reason']} after {len(metrics)} epochs"
-        plot_curves(metrics, out / "curves.png", title=title)
-
-
 def run_cv(
     cfg: ExperimentConfig,
     k: int,
@@ -183,13 +153,13 @@ def run_cv(
     start = time.perf_counter()
     engine_name = resolve_engine(cfg.engine.name)  # fail before loading data
     dtype = cfg.trainer.dtype
-    data = cv_data(cfg.data, k, dtype)
+    data = cached_data(cfg.data, dtype, lambda: cv_data(cfg.data, k, dtype), "folds", k)
     seeds = [fold_seed(cfg.trainer.seed, i) for i in range(k)]
     fold_cfgs = [with_seed(cfg, s) for s in seeds]
     built = [build(c, ds) for c, ds in zip(fold_cfgs, data.folds)]
     spec = built[0][0]
     engines = []
-    with _threads(cfg.engine.threads):
+    with blas_limit(cfg, spec):
         try:
             folds = []
             for c, ds, (fold_spec, params) in zip(fold_cfgs, data.folds, built):
@@ -209,7 +179,7 @@ def run_cv(
             for engine in engines:
                 engine.close()
     members = [
-        fold_checkpoint(p, spec, ds, cfg, standardized_on=f"fold {i} of {k}",
+        checkpoint_of(p, spec, ds, cfg, standardized_on=f"fold {i} of {k}",
                         cv={"k": k, "fold": i, "seed": s})
         for i, (p, ds, s) in enumerate(zip(fold_params, data.folds, seeds))
     ]

@@ -11,9 +11,12 @@ writes into ``out_dir`` (when given):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import itertools
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -81,11 +84,16 @@ def blas_threads(cfg: ExperimentConfig, spec) -> int | None:
     if cfg.engine.threads is not None:
         return cfg.engine.threads
     sizes = [spec.n_in] + [layer.units for layer in spec.layers]
-    fmas = max(cfg.trainer.batch_size * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    fmas = max(cfg.trainer.batch_size * a * b for a, b in itertools.pairwise(sizes))
     return 1 if fmas < BLAS_THREADS_MIN_FMAS else None
 
 
 _CONTROLLER = None
+
+
+def blas_limit(cfg: ExperimentConfig, spec):
+    """A context that holds every loaded BLAS at ``blas_threads(cfg, spec)`` threads."""
+    return _threads(blas_threads(cfg, spec))
 
 
 def _threads(n: int | None):
@@ -101,27 +109,44 @@ def _threads(n: int | None):
     return _CONTROLLER.limit(limits=n)
 
 
-_DATA: dict[tuple, Dataset] = {}  # the data sets of this process, by config (a search's trials share one)
+_DATA: dict[tuple, Any] = {}  # this process's data sets, by config (a search's trials share them)
+
+
+def cached_data(cfg: DataConfig, dtype: str, load: Callable[[], Any], *key: Any) -> Any:
+    """``load()`` once per process for this data config, dtype and ``key`` (e.g. the
+    number of folds), its arrays made read-only so no run can change another's data (the
+    engines copy what they write to). A data file is re-read when its size or modification
+    time changes."""
+    full = (repr(cfg), dtype, *key)
+    if cfg.path:
+        path = Path(cfg.path)
+        st = path.stat() if path.exists() else None
+        full += ((st.st_size, st.st_mtime_ns) if st else None,)
+    data = _DATA.get(full)
+    if data is None:
+        data = _freeze(load())
+        if len(_DATA) >= 4:
+            _DATA.pop(next(iter(_DATA)))
+        _DATA[full] = data
+    return data
+
+
+def _freeze(obj: Any) -> Any:
+    """Make every array inside a (tree of) dataclasses and lists read-only; return obj."""
+    if isinstance(obj, np.ndarray):
+        obj.setflags(write=False)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _freeze(item)
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            _freeze(getattr(obj, f.name))
+    return obj
 
 
 def cached_dataset(cfg: DataConfig, dtype: str) -> Dataset:
-    """``load_dataset`` once per process and config (read-only arrays, so no run can change
-    another's data; the engines copy what they need). A data file is re-read when its size
-    or modification time changes."""
-    key = (repr(cfg), dtype)
-    if cfg.path:
-        st = Path(cfg.path).stat() if Path(cfg.path).exists() else None
-        key += ((st.st_size, st.st_mtime_ns) if st else None,)
-    ds = _DATA.get(key)
-    if ds is None:
-        ds = load_dataset(cfg, dtype=dtype)
-        for split in (ds.train, ds.val, ds.test):
-            split.X.setflags(write=False)
-            split.y.setflags(write=False)
-        if len(_DATA) >= 4:
-            _DATA.pop(next(iter(_DATA)))
-        _DATA[key] = ds
-    return ds
+    """``load_dataset`` through cached_data."""
+    return cached_data(cfg, dtype, lambda: load_dataset(cfg, dtype=dtype))
 
 
 def run(
@@ -144,7 +169,7 @@ def run(
     dtype = cfg.trainer.dtype
     T = {name: targets(getattr(ds, name).y, spec.loss, spec.n_out, dtype) for name in ("train", "val", "test")}
     engine = make_engine(cfg, spec, params)
-    with _threads(blas_threads(cfg, spec)):
+    with blas_limit(cfg, spec):
         try:
             result = fit(engine, cfg, ds.train.X, T["train"], ds.val.X, T["val"], callbacks)
             splits = ("train", "val", "test") if evaluate_test else ("train", "val")
@@ -208,21 +233,38 @@ def write_rows(rows: list[dict], path: Path) -> None:
             writer.writerow("" if isinstance(v, float) and math.isnan(v) else v for v in row.values())
 
 
-def write_outputs(
-    out: Path, cfg: ExperimentConfig, result: FitResult, summary: dict, params: np.ndarray, spec, ds: Dataset, *, plot: bool
-) -> None:
+def config_dict(cfg: ExperimentConfig) -> dict:
+    """asdict(cfg) with a data file's path made absolute (found from any directory)."""
+    config = asdict(cfg)
+    if config["data"].get("path"):
+        config["data"]["path"] = str(Path(config["data"]["path"]).resolve())
+    return config
+
+
+def checkpoint_of(params: np.ndarray, spec, ds: Dataset, cfg: ExperimentConfig, **meta: Any) -> C.Checkpoint:
+    """A checkpoint of ``params`` standardized like ``ds``; ``meta`` adds to the usual meta."""
+    base = {"dataset": ds.name, "feature_names": ds.feature_names, "image_shape": ds.image_shape,
+            "config": config_dict(cfg)}
+    return C.Checkpoint(params, spec, ds.mean, ds.std, ds.task, ds.classes, json_safe({**base, **meta}))
+
+
+def write_run_files(out: Path, cfg: ExperimentConfig, result: FitResult, summary: dict, *, plot: bool) -> None:
+    """metrics.csv, summary.json (with the config) and, if ``plot``, curves.png."""
     out.mkdir(parents=True, exist_ok=True)
     write_rows(result.history, out / "metrics.csv")
-    config = asdict(cfg)
-    if config["data"].get("path"):  # so the checkpoint finds its data from any directory
-        config["data"]["path"] = str(Path(config["data"]["path"]).resolve())
-    (out / "summary.json").write_text(json.dumps(json_safe({**summary, "config": config}), indent=2))
-    meta = {"dataset": ds.name, "feature_names": ds.feature_names, "image_shape": ds.image_shape, "config": config}
-    C.save(out / "model.npz", C.Checkpoint(params, spec, ds.mean, ds.std, ds.task, ds.classes, json_safe(meta)))
+    (out / "summary.json").write_text(json.dumps(json_safe({**summary, "config": config_dict(cfg)}), indent=2))
     if plot and result.history:
         import pandas as pd
 
         from .plots import plot_curves
 
-        metrics = pd.DataFrame(result.history)
-        plot_curves(metrics, out / "curves.png", title=f"{ds.name}: {summary['stop_reason']} after {len(metrics)} epochs")
+        title = f"{summary['dataset']}: {summary['stop_reason']} after {len(result.history)} epochs"
+        plot_curves(pd.DataFrame(result.history), out / "curves.png", title=title)
+
+
+def write_outputs(
+    out: Path, cfg: ExperimentConfig, result: FitResult, summary: dict, params: np.ndarray, spec, ds: Dataset, *, plot: bool
+) -> None:
+    """write_run_files and model.npz."""
+    write_run_files(out, cfg, result, summary, plot=plot)
+    C.save(out / "model.npz", checkpoint_of(params, spec, ds, cfg))

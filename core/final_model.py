@@ -19,9 +19,9 @@ from typing import Any
 
 from . import checkpoint as C
 from .config import ConfigError, ExperimentConfig
-from .crossval import fold_checkpoint, raw_test_split, refit_data, write_run_files
+from .crossval import raw_test_split, refit_data
 from .engines import make_engine, resolve_engine
-from .experiment import _threads, build, make_summary, targets
+from .experiment import blas_limit, build, checkpoint_of, make_summary, targets, write_run_files
 from .predict import Predictor, data_config, ensemble_metrics, load_predictor
 from .trainer import Callback, Fold, fit_folds
 
@@ -78,7 +78,7 @@ def refit(
     def stop(row: dict) -> str | None:
         return "refit_epochs" if row["epoch"] >= epochs else None
 
-    with _threads(cfg.engine.threads):
+    with blas_limit(cfg, spec):
         engine = make_engine(run_cfg, spec, params)
         try:
             fold = Fold(engine, ds.train.X, T["train"], ds.val.X, T["val"], seed=cfg.trainer.seed)
@@ -95,7 +95,7 @@ def refit(
     if out_dir is not None:
         out = Path(out_dir)
         write_run_files(out, run_cfg, result, summary, plot=plot)
-        ckpt = fold_checkpoint(final_params, spec, ds, run_cfg, standardized_on="train+val")
+        ckpt = checkpoint_of(final_params, spec, ds, run_cfg, standardized_on="train+val")
         C.save(out / "model.npz", ckpt)
     return summary
 

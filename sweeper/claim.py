@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+from typing import Self
 
 from . import storage as S
 
@@ -213,7 +214,7 @@ class Heartbeat:
             with contextlib.suppress(Exception):
                 self.storage.set_trial_user_attr(self.trial_id, "heartbeat", time.time())
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

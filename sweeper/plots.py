@@ -15,9 +15,9 @@ STATE_COLORS = {"COMPLETE": "tab:blue", "PRUNED": "tab:orange", "FAIL": "tab:red
 
 
 def _setup():
-    from core.plots import _pyplot
-
     import seaborn as sns
+
+    from core.plots import _pyplot
 
     plt = _pyplot()
     sns.set_theme(style="whitegrid", context="notebook")

@@ -98,7 +98,7 @@ def evaluate_best(study, study_dir: Path) -> dict | None:
         logits = predict_logits(ckpt.params, ckpt.spec, ds.test.X)
         summary["test_loss"] = loss_value(ckpt.spec.loss, logits, T)
         summary["test_accuracy"] = accuracy(ckpt.spec.loss, logits, T)
-        summary["n_test"] = int(len(ds.test.X))
+        summary["n_test"] = len(ds.test.X)
         best_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(model, best_dir / "model.npz")
         for name in ("metrics.csv", "summary.json"):

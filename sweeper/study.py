@@ -121,7 +121,7 @@ def _failure_streak(streak: list[str], state: str, reason: str) -> list[str]:
     trial's own failure, not the study's, and does not count)."""
     if state != "FAIL":
         return []
-    if reason.startswith("diverged") or reason.startswith("objective is"):
+    if reason.startswith(("diverged", "objective is")):
         return []
     return streak + [reason] if not streak or streak[-1] == reason else [reason]
 

@@ -17,9 +17,9 @@ import pytest
 
 from conf.schema import CONF_DIR
 from core.config import ConfigError
+from sweeper.claim import counts
 from sweeper.report import write_report
 from sweeper.space import load_space, parse_space
-from sweeper.claim import counts
 from sweeper.study import StudySettings, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def test_killed_worker_and_resume_reach_exact_total(tmp_path):
     # resume with short trials: the killed trial's parameters are re-run, the total is exact
     fast = [a if not a.startswith("trainer.epochs=") else "trainer.epochs=3" for a in slow]
     fast = [a for a in fast if a != "layers.hidden=[256,256]"]
-    out, err = _search(tmp_path, *fast).communicate(timeout=300)
+    _out, err = _search(tmp_path, *fast).communicate(timeout=300)
     assert "error" not in err.lower(), err
     study = load(s)
     c = counts(study)
@@ -159,7 +159,7 @@ def test_bad_storage_url_is_one_clear_line(tmp_path):
     out, err = _search(tmp_path, "--trials", "1", "--storage", "postgresql://u:secret@127.0.0.1:1/db").communicate(timeout=120)
     lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "--storage" in lines[0] and "secret" not in err
-    out, err = _search(tmp_path, "--trials", "1", "--storage", "redis://x").communicate(timeout=120)
+    _out, err = _search(tmp_path, "--trials", "1", "--storage", "redis://x").communicate(timeout=120)
     assert "error: --storage: unsupported URL" in err
 
 
@@ -167,7 +167,7 @@ def test_bad_space_fails_before_the_first_trial(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("params:\n  optimizer.lrr: interval(0.1, 0.2)\n")
     proc = _search(tmp_path, "--trials", "2", "--space", str(bad))
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "optimizer.lrr" in err and err.count("error:") == 1
     assert not (tmp_path / "bad" / "trials").exists()
@@ -248,7 +248,7 @@ def test_ctrl_c_requeues_the_running_trial(tmp_path):
             running = [t for t in load(s).trials if t.state.name == "RUNNING" and "worker" in t.user_attrs]
     assert running, "no trial started"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "run the same command to resume" in err and "Traceback" not in err
     study = load(s)
     interrupted = study.trials[running[0].number]
@@ -285,7 +285,7 @@ def test_paused_worker_drops_its_taken_trial_and_goes_on(tmp_path):
         worker_loop(s)  # takes the paused worker's trial over as stale and finishes the study
     finally:
         proc.send_signal(signal.SIGCONT)
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert f"trial {running[0].number} was re-queued by another worker" in err and "Traceback" not in err
     c = counts(load(s))
@@ -296,7 +296,7 @@ def test_a_fault_that_fails_every_trial_stops_the_study(tmp_path):
     (tmp_path / "q").mkdir()
     (tmp_path / "q" / "trials").write_text("not a folder")  # every trial folder fails
     proc = _search(tmp_path, "--space", "quick", "--study", "q", "--trials", "5", *FAST)
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(lines) == 1, err
     assert "trials" in lines[0] and "resume" in lines[0] and "Traceback" not in err
