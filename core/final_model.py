@@ -38,12 +38,13 @@ def fold_ensemble(out_dir: str | Path) -> Predictor:
 
 
 def evaluate_ensemble(predictor: Predictor) -> dict[str, float]:
-    """test_loss and test_accuracy of the averaged members on the test split of their data."""
+    """test_loss, test_accuracy and n_test of the averaged members on the test split of
+    their data."""
     ckpt = predictor.members[0]
     data = data_config(ckpt, predictor.path)
     X_raw, y = raw_test_split(data, dtype=str(ckpt.params.dtype))
     loss, acc = ensemble_metrics(predictor, X_raw, y)
-    return {"test_loss": loss, "test_accuracy": acc}
+    return {"test_loss": loss, "test_accuracy": acc, "n_test": len(y)}
 
 
 def refit(

@@ -1,6 +1,7 @@
 """The objective: trial -> overrides -> composed config -> core training -> value.
 
-The validation metric is reported to the trial after every epoch, so Optuna's pruners see
+The validation metric (the fold mean when trials are K-fold cross-validated) is reported to
+the trial after every epoch, so Optuna's pruners see
 learning curves; a pruned or diverged run stops through the trainer's callback hook. Every
 trial writes its artifacts to ``<study_dir>/trials/<number>/``.
 
@@ -55,6 +56,7 @@ class Objective:
     study_dir: Path
     metric: str = "val_accuracy"
     overrides: list[str] = field(default_factory=list)  # from the command line, win over the space file
+    cv: int = 1  # K-fold cross-validated trials when > 1 (core.crossval.run_cv)
     composer: ComposeCache = field(default_factory=ComposeCache)
 
     def overrides_for(self, trial) -> list[str]:
@@ -88,7 +90,12 @@ class Objective:
                 return "pruned"
             return None
 
-        summary = run_experiment(cfg, out_dir=out, callbacks=[report], plot=False, evaluate_test=False)
+        if self.cv > 1:
+            from core.crossval import run_cv
+
+            summary = run_cv(cfg, self.cv, out_dir=out, callbacks=[report], plot=False)
+        else:
+            summary = run_experiment(cfg, out_dir=out, callbacks=[report], plot=False, evaluate_test=False)
         run.update({key: _finite(summary[key]) for key in RUN_KEYS})
         if summary["stop_reason"] == "pruned":
             raise optuna.TrialPruned(f"pruned at epoch {summary['epochs_run']}")

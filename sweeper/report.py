@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -62,51 +61,36 @@ def epochs_frame(study) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def evaluate_best(study, study_dir: Path) -> dict | None:
-    """Copy the best trial's model to best/ and evaluate it once on the test split."""
-    from core.engines.base import accuracy
-    from core.experiment import targets
-    from core.functional import loss_value
-    from core.network import predict_logits
-    from core.predict import load_predictor
+def evaluate_best(study, study_dir: Path, *, with_baseline: bool = True) -> dict | None:
+    """Select the best trial, put its final model in best/ and evaluate it once on the test
+    split, next to the baseline (sweeper.final)."""
+    from .final import baseline, final_model, select_best
 
-    try:
-        best = study.best_trial
-    except ValueError:
+    best = select_best(study)
+    if best is None:
         return None
     info = trial_info(best)
-    run_dir = Path(info.get("dir", ""))
-    best_dir = study_dir / "best"
+    cv = int(study.user_attrs.get("cv", 1))
     summary = {
         "study": study.study_name,
         "best_trial": best.number,
         "direction": study.direction.name.lower(),
         "metric": study.user_attrs.get("metric"),
         "value": best.value,
+        "cv_folds": cv,
+        "selection": "best value among complete trials, ties to the lower val_loss",
         "params": best.params,
         "overrides": info.get("overrides"),
         "best_epoch": info.get("best_epoch"),
         "val_loss": info.get("val_loss"),
         "val_accuracy": info.get("val_accuracy"),
+        **final_model(best, study_dir, cv),
     }
-    model = run_dir / "model.npz"
-    if model.exists():
-        predictor = load_predictor([model])
-        ckpt = predictor.members[0]
-        ds = predictor.load_data()  # rebuilt from its config, checked against its normalization
-        T = targets(ds.test.y, ckpt.spec.loss, ckpt.spec.n_out, ckpt.params.dtype)
-        logits = predict_logits(ckpt.params, ckpt.spec, ds.test.X)
-        summary["test_loss"] = loss_value(ckpt.spec.loss, logits, T)
-        summary["test_accuracy"] = accuracy(ckpt.spec.loss, logits, T)
-        summary["n_test"] = len(ds.test.X)
-        best_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(model, best_dir / "model.npz")
-        for name in ("metrics.csv", "summary.json"):
-            if (run_dir / name).exists():
-                shutil.copy2(run_dir / name, best_dir / name)
+    defaults = study.user_attrs.get("baseline_overrides")
+    if with_baseline and defaults is not None:
+        summary["baseline"] = baseline(defaults, study_dir, cv)
     text = json.dumps(json_safe(summary), indent=2, default=str)
-    if best_dir.exists():
-        (best_dir / "test_metrics.json").write_text(text)
+    (study_dir / "best" / "test_metrics.json").write_text(text)
     (study_dir / "summary.json").write_text(text)
     return summary
 

@@ -19,6 +19,10 @@ from .space import SearchSpace
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
 PRUNERS = ("none", "median", "percentile", "hyperband", "halving")
 METRICS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy")
+# --cv auto: K-fold trials where a validation split is too small to tell configurations
+# apart (README, "Cross-validated trials"); beyond it the hold-out split is large enough
+AUTO_FOLDS = 5
+AUTO_CV_MAX_SAMPLES = 5_000
 
 
 def available_cpus() -> int:
@@ -27,6 +31,15 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def auto_folds(cfg) -> int:
+    """--cv auto for a composed ExperimentConfig: AUTO_FOLDS folds when its train+val split
+    holds at most AUTO_CV_MAX_SAMPLES samples, else 1 (the hold-out split)."""
+    from core.experiment import cached_dataset
+
+    ds = cached_dataset(cfg.data, cfg.trainer.dtype)
+    return AUTO_FOLDS if len(ds.train.X) + len(ds.val.X) <= AUTO_CV_MAX_SAMPLES else 1
 
 
 @dataclass
@@ -45,6 +58,7 @@ class StudySettings:
     pruner: str = "median"
     overrides: list[str] = field(default_factory=list)
     stale_after: float = S.STALE_AFTER_SECONDS
+    cv: int = 1  # folds per trial (1: the hold-out validation split)
 
     def __post_init__(self) -> None:
         check_choice("--sampler", self.sampler, SAMPLERS)
@@ -55,6 +69,8 @@ class StudySettings:
             raise ConfigError(f"--trials: {self.trials} is out of range; allowed: --trials >= 1")
         if self.jobs < 1:
             raise ConfigError(f"--jobs: {self.jobs} is out of range; allowed: --jobs >= 1 or auto")
+        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or not 1 <= self.cv <= 20:
+            raise ConfigError(f"--cv: {self.cv!r} is out of range; allowed: auto or 1 <= --cv <= 20")
         if self.sampler == "grid":
             self.space.grid()  # fails now, naming the key, if the space is not finite
 
@@ -139,7 +155,8 @@ def create_study(settings: StudySettings, *, session: int = 0, retries: int = 5)
 def record_settings(study, settings: StudySettings) -> None:
     """Store the settings a report needs with the study (once, by the first session)."""
     attrs = {"metric": settings.metric, "space": settings.space.source,
-             "overrides": settings.overrides}
+             "overrides": settings.overrides, "cv": settings.cv,
+             "baseline_overrides": settings.space.overrides + settings.overrides}
     for key, value in attrs.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)

@@ -26,7 +26,7 @@ from typing import Any
 
 from core.config import ConfigError
 
-SPACE_KEYS = ("params", "layers", "overrides", "metric", "direction")
+SPACE_KEYS = ("params", "layers", "overrides", "metric", "direction", "cv")
 
 
 @dataclass
@@ -37,6 +37,7 @@ class SearchSpace:
     overrides: list[str] = field(default_factory=list)
     metric: str | None = None
     direction: str | None = None
+    cv: int | str | None = None  # folds per trial (search.py --cv), auto, or None: search.py's default
     source: str = "<inline>"
 
     def sample(self, trial) -> list[str]:
@@ -169,6 +170,10 @@ def parse_space(data: dict, source: str = "<inline>") -> SearchSpace:
     space.overrides = [str(o) for o in (data.get("overrides") or [])]
     space.metric = data.get("metric")
     space.direction = data.get("direction")
+    cv = data.get("cv")
+    if cv is not None and cv != "auto" and (isinstance(cv, bool) or not isinstance(cv, int) or not 1 <= cv <= 20):
+        raise ConfigError(f"search.cv: {cv!r} in {source} is not allowed; allowed: auto or a whole number 1..20")
+    space.cv = cv
     return space
 
 

@@ -94,7 +94,8 @@ def worker_loop(settings: StudySettings, on_trial=None) -> int:
     claimer = Claimer(study, storage, settings)
     study.sampler = make_sampler(settings, claimer.new_session())
     extra = ["engine.threads=1"] if settings.jobs > 1 else []
-    objective = Objective(settings.space, settings.dir, settings.metric, extra + list(settings.overrides))
+    objective = Objective(settings.space, settings.dir, settings.metric,
+                          extra + list(settings.overrides), cv=settings.cv)
     start, ran, streak = time.time(), 0, []
     while settings.timeout is None or time.time() - start < settings.timeout:
         trial = claimer.claim()

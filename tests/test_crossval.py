@@ -180,7 +180,8 @@ def test_fold_ensemble_averages_member_probabilities(tmp_path):
     assert summary["test_accuracy"] == pytest.approx(acc)
     assert summary["test_loss"] == pytest.approx(nll, rel=1e-5)
     assert evaluate_ensemble(predictor) == pytest.approx(
-        {"test_loss": summary["test_loss"], "test_accuracy": summary["test_accuracy"]})
+        {"test_loss": summary["test_loss"], "test_accuracy": summary["test_accuracy"],
+         "n_test": len(y)})
     # no single standardization fits members standardized on different folds
     with pytest.raises(ConfigError, match="standardized differently"):
         predictor.standardize(X_raw[:2])
