@@ -47,7 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--direction", default=None, choices=("minimize", "maximize"),
                    help="default: the space's, else maximize for accuracy and minimize for loss")
     p.add_argument("--out", default="outputs/studies", help="root folder of studies")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="resume a study although its space, metric, overrides or --cv changed")
     p.add_argument("--no-plots", action="store_true", help="skip the seaborn plots")
+    p.add_argument("--list", action="store_true",
+                   help="list the studies under --out (and in --storage) and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=moons trainer.epochs=20")
     return p.parse_args(argv)
@@ -101,6 +105,7 @@ def settings_from_args(args: argparse.Namespace):
         sampler=args.sampler,
         pruner=args.pruner,
         overrides=list(args.overrides),
+        allow_changes=args.allow_changes,
     )
     check_space(settings, compose_experiment)
     cv = args.cv if args.cv is not None else (space.cv if space.cv is not None else "auto")
@@ -135,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     from core.config import ConfigError
 
     args = parse_args(argv)
+    if args.list:
+        from sweeper.listing import format_rows, study_rows
+
+        try:
+            print(format_rows(study_rows(Path(args.out), args.storage)))
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         settings = settings_from_args(args)
         from sweeper.report import write_report
@@ -157,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         how = f"{settings.cv}-fold CV mean" if settings.cv > 1 else "validation split"
         print(f"best trial #{summary['best_trial']}: {settings.metric} = {summary['value']:.4f} ({how})")
         print("params: " + json.dumps(summary["params"], default=str))
+        print(f"train it again: {summary['run_command']}")
         base = summary.get("baseline") or {}
         print(f"test accuracy: pick {_acc(summary)} vs baseline (no search) {_acc(base)}"
               f"  [{summary.get('final_model', 'final model')}, n={summary.get('n_test')}]")

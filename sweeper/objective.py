@@ -57,6 +57,7 @@ class Objective:
     metric: str = "val_accuracy"
     overrides: list[str] = field(default_factory=list)  # from the command line, win over the space file
     cv: int = 1  # K-fold cross-validated trials when > 1 (core.crossval.run_cv)
+    one_thread: bool = False  # one BLAS thread (several workers share the machine)
     composer: ComposeCache = field(default_factory=ComposeCache)
 
     def overrides_for(self, trial) -> list[str]:
@@ -72,7 +73,7 @@ class Objective:
         overrides = self.overrides_for(trial)
         run["overrides"] = overrides
         try:
-            _, cfg = self.composer.compose(overrides)
+            _, cfg = self.composer.compose(overrides + ["engine.threads=1"] * self.one_thread)
         except ConfigError as e:
             raise TrialFailed(f"config: {e}") from None
         out = trial_dir(self.study_dir, trial.number)

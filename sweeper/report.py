@@ -39,7 +39,19 @@ def trials_frame(study) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=["number", "state", "value", *ATTRS, "seconds"])
+    for name in _int_params(study):  # 16, not 16.0, where a trial lacks the param (NaN)
+        if name in df:
+            df[name] = df[name].astype("Int64")
     return df.sort_values("number").reset_index(drop=True)
+
+
+def _int_params(study) -> set[str]:
+    """Parameters whose every value is an integer (IntDistribution, or integer choices)."""
+    names: dict[str, bool] = {}
+    for t in study.get_trials(deepcopy=False):
+        for name, value in t.params.items():
+            names[name] = names.get(name, True) and isinstance(value, int) and not isinstance(value, bool)
+    return {name for name, ok in names.items() if ok}
 
 
 def epochs_frame(study) -> pd.DataFrame:
@@ -86,6 +98,7 @@ def evaluate_best(study, study_dir: Path, *, with_baseline: bool = True) -> dict
         "val_accuracy": info.get("val_accuracy"),
         **final_model(best, study_dir, cv),
     }
+    summary["run_command"] = write_config(info.get("overrides") or [], study_dir / "best")
     defaults = study.user_attrs.get("baseline_overrides")
     if with_baseline and defaults is not None:
         summary["baseline"] = baseline(defaults, study_dir, cv)
@@ -93,6 +106,21 @@ def evaluate_best(study, study_dir: Path, *, with_baseline: bool = True) -> dict
     (study_dir / "best" / "test_metrics.json").write_text(text)
     (study_dir / "summary.json").write_text(text)
     return summary
+
+
+def write_config(overrides: list[str], out: Path) -> str:
+    """out/config.yaml, the full composed config of these overrides; returns the run.py
+    command line that trains it."""
+    import shlex
+
+    from omegaconf import OmegaConf
+
+    from conf.schema import compose_experiment
+
+    cfg, _ = compose_experiment(overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml")
+    return "python run.py " + " ".join(shlex.quote(o) for o in overrides)
 
 
 def write_report(study, study_dir: Path, *, plots: bool = True) -> dict:

@@ -59,6 +59,7 @@ class StudySettings:
     overrides: list[str] = field(default_factory=list)
     stale_after: float = S.STALE_AFTER_SECONDS
     cv: int = 1  # folds per trial (1: the hold-out validation split)
+    allow_changes: bool = False  # resume even if the space, metric, overrides or cv changed
 
     def __post_init__(self) -> None:
         check_choice("--sampler", self.sampler, SAMPLERS)
@@ -152,10 +153,49 @@ def create_study(settings: StudySettings, *, session: int = 0, retries: int = 5)
     return study, storage
 
 
+def study_settings(settings: StudySettings) -> dict:
+    """The settings that define what a study's trials mean, stored with the study."""
+    return {
+        "metric": settings.metric,
+        "space_definition": settings.space.definition(),
+        "overrides": list(settings.overrides),
+        "cv": settings.cv,
+    }
+
+
+FLAGS = {"metric": "--metric", "space_definition": "--space", "overrides": "the overrides",
+         "cv": "--cv"}
+
+
+def check_resume(study, settings: StudySettings) -> None:
+    """Refuse to resume a study whose trials were run with other settings (they would mix
+    with the new ones, or fail): one line naming what differs."""
+    if settings.allow_changes:
+        return
+    old = study.user_attrs
+    for key, new in study_settings(settings).items():
+        if key not in old or old[key] == new:
+            continue
+        raise ConfigError(
+            f"{FLAGS[key]}: study {study.study_name!r} was run with {_differs(old[key], new)}; "
+            "use the same settings, another --study, or --allow-changes to mix them"
+        )
+
+
+def _differs(old, new, path: str = "") -> str:
+    """'params.optimizer.lr = <old> (now <new>)' for the first item that differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            if old.get(key) != new.get(key):
+                return _differs(old.get(key), new.get(key), f"{path}{key}.")
+    where = f"{path[:-1]} = " if path else ""
+    return f"{where}{old!r} (now {new!r})"
+
+
 def record_settings(study, settings: StudySettings) -> None:
-    """Store the settings a report needs with the study (once, by the first session)."""
-    attrs = {"metric": settings.metric, "space": settings.space.source,
-             "overrides": settings.overrides, "cv": settings.cv,
+    """Store the settings a report needs with the study (the first session's, or the new
+    ones when --allow-changes mixes them)."""
+    attrs = {**study_settings(settings), "space": settings.space.source,
              "baseline_overrides": settings.space.overrides + settings.overrides}
     for key, value in attrs.items():
         if study.user_attrs.get(key) != value:

@@ -59,13 +59,19 @@ class SearchSpace:
 
         return self.sample(FixedTrial(params))
 
-    def is_finite(self) -> bool:
-        import optuna.distributions as D
+    def definition(self) -> dict[str, Any]:
+        """What the space samples, as plain JSON (not where it came from): a resumed study
+        compares it with the one it was created with."""
+        from optuna.distributions import distribution_to_json
 
-        dists = [d for d in self.params.values() if _is_dist(d)]
-        if self.depth is not None:
-            dists += [self.depth, self.units]
-        return all(isinstance(d, D.CategoricalDistribution) or getattr(d, "step", None) for d in dists)
+        def text(d: Any) -> Any:
+            return distribution_to_json(d) if _is_dist(d) else d
+
+        return {
+            "params": {name: text(d) for name, d in self.params.items()},
+            "layers": None if self.depth is None else {"depth": text(self.depth), "units": text(self.units)},
+            "overrides": list(self.overrides),
+        }
 
     def grid(self) -> dict[str, list]:
         """All values of every parameter, for Optuna's GridSampler (finite spaces only)."""

@@ -19,7 +19,7 @@ from core.config import ConfigError
 
 from .claim import Claimer, Heartbeat, counts, worker_id
 from .objective import Objective, TrialFailed
-from .settings import StudySettings, create_study, make_sampler, record_settings
+from .settings import StudySettings, check_resume, create_study, make_sampler, record_settings
 
 __all__ = ["StudyAborted", "StudySettings", "counts", "run_study", "run_trial", "worker_loop"]
 
@@ -93,9 +93,8 @@ def worker_loop(settings: StudySettings, on_trial=None) -> int:
     study, storage = create_study(settings)
     claimer = Claimer(study, storage, settings)
     study.sampler = make_sampler(settings, claimer.new_session())
-    extra = ["engine.threads=1"] if settings.jobs > 1 else []
-    objective = Objective(settings.space, settings.dir, settings.metric,
-                          extra + list(settings.overrides), cv=settings.cv)
+    objective = Objective(settings.space, settings.dir, settings.metric, list(settings.overrides),
+                          cv=settings.cv, one_thread=settings.jobs > 1)
     start, ran, streak = time.time(), 0, []
     while settings.timeout is None or time.time() - start < settings.timeout:
         trial = claimer.claim()
@@ -182,6 +181,7 @@ def run_study(settings: StudySettings, *, progress: bool = True):
     from .progress import StudyProgress
 
     study, _ = create_study(settings)  # created here, once, before any worker starts
+    check_resume(study, settings)
     record_settings(study, settings)
     bar = StudyProgress(settings.trials, enabled=progress)
 

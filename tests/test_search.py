@@ -331,3 +331,51 @@ def test_trial_count_by_probing_numbers(tmp_path, n):
         if i == n // 2:
             assert claimer.n_trials() == i + 1  # a count seen earlier is the next start
     assert claimer.n_trials() == n == len(study.trials)
+
+
+def test_resume_with_other_settings_is_refused_naming_what_differs(tmp_path):
+    run_study(settings(tmp_path, 2, sampler="random", pruner="none"), progress=False)
+    other = parse_space({"params": {"optimizer.lr": "tag(log, interval(1e-3, 1e-2))"}})
+    with pytest.raises(ConfigError, match=r"--space: study 's' was run with layers = .*\(now None\)"):
+        run_study(settings(tmp_path, 4, space=other), progress=False)
+    with pytest.raises(ConfigError, match="--metric: study 's' was run with 'val_accuracy'"):
+        run_study(settings(tmp_path, 4, metric="val_loss", direction="maximize"), progress=False)
+    with pytest.raises(ConfigError, match="--cv"):
+        run_study(settings(tmp_path, 4, cv=3), progress=False)
+    study = run_study(settings(tmp_path, 3, space=other, allow_changes=True, sampler="random"), progress=False)
+    assert len(study.trials) == 3  # deliberately mixed
+
+
+def test_best_config_reruns_to_the_trials_validation_result_and_ints_stay_ints(tmp_path):
+    from omegaconf import OmegaConf
+
+    from conf.schema import to_experiment
+    from core.experiment import run
+
+    s = settings(tmp_path, 4, sampler="random", pruner="none")
+    study = run_study(s, progress=False)
+    summary = write_report(study, s.dir, plots=False)
+    cfg = to_experiment(OmegaConf.load(s.dir / "best" / "config.yaml"))
+    again = run(cfg, plot=False, evaluate_test=False)
+    assert again["val_accuracy"] == summary["val_accuracy"] and again["val_loss"] == pytest.approx(summary["val_loss"])
+    line = summary["run_command"]
+    assert line.startswith("python run.py ") and "engine.threads" not in line
+    for name, value in summary["params"].items():
+        if name in ("trainer.batch_size", "layers.depth") or name.startswith("layers.units_"):
+            assert isinstance(value, int) and f"{value}.0" not in line, (name, value)
+    trials = (s.dir / "trials.csv").read_text().splitlines()
+    header = trials[0].split(",")
+    for col in ("trainer.batch_size", "layers.depth", "layers.units_0", "layers.units_1"):
+        i = header.index(col)
+        assert all("." not in row.split(",")[i] for row in trials[1:]), col
+
+
+def test_list_shows_every_study(tmp_path):
+    run_study(settings(tmp_path, 2, sampler="random", pruner="none", name="one"), progress=False)
+    run_study(settings(tmp_path, 3, sampler="random", pruner="none", name="two"), progress=False)
+    out = subprocess.run([sys.executable, str(ROOT / "search.py"), "--list", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].split()[:4] == ["study", "metric", "best", "complete"]
+    rows = {line.split()[0]: line.split() for line in out[1:]}
+    assert set(rows) == {"one", "two"}
+    assert sum(int(x) for x in rows["two"][3:7]) == 3
