@@ -163,7 +163,7 @@ def study_settings(settings: StudySettings) -> dict:
     }
 
 
-FLAGS = {"metric": "--metric", "space_definition": "--space", "overrides": "the overrides",
+FLAGS = {"metric": "--metric", "space_definition": "--space", "overrides": "overrides",
          "cv": "--cv"}
 
 

@@ -142,7 +142,7 @@ def test_killed_worker_and_resume_reach_exact_total(tmp_path):
     # resume with short trials: the killed trial's parameters are re-run, the total is exact
     fast = [a if not a.startswith("trainer.epochs=") else "trainer.epochs=3" for a in slow]
     fast = [a for a in fast if a != "layers.hidden=[256,256]"]
-    _out, err = _search(tmp_path, *fast).communicate(timeout=300)
+    _out, err = _search(tmp_path, "--allow-changes", *fast).communicate(timeout=300)
     assert "error" not in err.lower(), err
     study = load(s)
     c = counts(study)
@@ -257,7 +257,7 @@ def test_ctrl_c_requeues_the_running_trial(tmp_path):
     assert interrupted.user_attrs["run"]["fail_reason"] == "stale: interrupted"
     assert counts(study)["STALE"] == 1 and counts(study)["WAITING"] == 1  # queued again, not counted
     fast = [a if not a.startswith("trainer.epochs=") else "trainer.epochs=2" for a in slow]
-    _search(tmp_path, *fast).communicate(timeout=300)
+    _search(tmp_path, "--allow-changes", *fast).communicate(timeout=300)
     study = load(s)
     c = counts(study)
     assert c["COMPLETE"] + c["PRUNED"] + c["FAIL"] == 2 and c["WAITING"] == 0
