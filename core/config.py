@@ -24,6 +24,11 @@ ENGINES = ("auto", "cpu", "numpy", "cuda")
 DTYPES = ("float32", "float64")
 MODES = ("auto", "min", "max")
 METRICS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
+# the integer codes the compiled engines branch on: the position in the tuples above, the
+# one source for the NumPy, CPU and CUDA engines alike
+ACTIVATION_CODES = {name: i for i, name in enumerate(ACTIVATIONS)}
+LOSS_CODES = {name: i for i, name in enumerate(LOSSES)}
+OPTIMIZER_CODES = {name: i for i, name in enumerate(OPTIMIZERS)}
 
 
 class ConfigError(ValueError):

@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import OptimizerConfig
-
-OPTIMIZER_CODES = {"sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3, "adamw": 4, "rmsprop": 5}
+from .config import OPTIMIZER_CODES, OptimizerConfig
 
 
 @dataclass

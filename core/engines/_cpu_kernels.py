@@ -24,10 +24,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..config import ACTIVATIONS, LOSSES, OPTIMIZERS
+from ..config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES
 
-_ACT = {name: i for i, name in enumerate(ACTIVATIONS)}
-_LOSS = {name: i for i, name in enumerate(LOSSES)}
+_ACT, _LOSS = ACTIVATION_CODES, LOSS_CODES
 RELU, LEAKY_RELU, SIGMOID = _ACT["relu"], _ACT["leaky_relu"], _ACT["sigmoid"]
 TANH, LINEAR, SOFTMAX = _ACT["tanh"], _ACT["linear"], _ACT["softmax"]
 CROSS_ENTROPY, BCE, MSE = _LOSS["cross_entropy"], _LOSS["bce"], _LOSS["mse"]
@@ -282,7 +281,7 @@ def loss_and_grad(
 
 # ---------------------------------------------------------------- the epoch
 
-_OPT = {name: i for i, name in enumerate(OPTIMIZERS)}
+_OPT = OPTIMIZER_CODES
 SGD, MOMENTUM, NESTEROV = _OPT["sgd"], _OPT["momentum"], _OPT["nesterov"]
 ADAM, ADAMW, RMSPROP = _OPT["adam"], _OPT["adamw"], _OPT["rmsprop"]
 

@@ -39,12 +39,13 @@ with warnings.catch_warnings():  # under the simulator numba.cuda.random passes 
     warnings.simplefilter("ignore", NumbaDeprecationWarning)
     from numba.cuda.random import xoroshiro128p_uniform_float32, xoroshiro128p_uniform_float64
 
-from ..optim import OPTIMIZER_CODES
+from ..config import ACTIVATION_CODES as ACT_CODES
+from ..config import LOSS_CODES, OPTIMIZER_CODES
 from ._cuda_matmul import build_matmuls
 
-# activation codes (a runtime argument: one branch, uniform across a warp)
-ACT_CODES = {"linear": 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4, "softmax": 5}
-LOSS_CODES = {"cross_entropy": 0, "bce": 1, "mse": 2}
+# activation and loss codes are runtime arguments (one branch, uniform across a warp)
+_RELU, _LEAKY_RELU, _SIGMOID, _TANH = (ACT_CODES[k] for k in ("relu", "leaky_relu", "sigmoid", "tanh"))
+_CROSS_ENTROPY, _BCE = LOSS_CODES["cross_entropy"], LOSS_CODES["bce"]
 # hyper[]: per-run optimizer scalars in the engine's dtype, copied to the device once
 HYPER = ("mu", "b1", "omb1", "b2", "omb2", "alpha", "oma", "eps", "l1", "l2")
 # table[step, :]: per-step scalars, copied once per epoch
@@ -103,27 +104,27 @@ def build_kernels(dtype: str, tile: int, block: int) -> SimpleNamespace:
 
     @cuda.jit(device=True)
     def act_forward(code, z, slope):
-        if code == 1:
+        if code == _RELU:
             return z if z > zero else zero
-        if code == 2:
+        if code == _LEAKY_RELU:
             return z if z > zero else z * slope
-        if code == 3:
+        if code == _SIGMOID:
             return sigmoid(z)
-        if code == 4:
+        if code == _TANH:
             return math.tanh(z)
         return z  # linear; softmax is applied by softmax_rows
 
     @cuda.jit(device=True)
     def act_backward(code, z, da, slope):
         # dL/dz from dL/da, with a = f(z) recomputed (cheaper than storing it)
-        if code == 1:
+        if code == _RELU:
             return da if z > zero else zero
-        if code == 2:
+        if code == _LEAKY_RELU:
             return da if z > zero else da * slope
-        if code == 3:
+        if code == _SIGMOID:
             a = sigmoid(z)
             return da * a * (one - a)
-        if code == 4:
+        if code == _TANH:
             a = math.tanh(z)
             return da * (one - a * a)
         return da  # linear; softmax_back finishes a softmax layer
@@ -195,7 +196,7 @@ def build_kernels(dtype: str, tile: int, block: int) -> SimpleNamespace:
                 if T[r, j] > T[r, ti]:
                     ti = j
             s = zero
-            if loss == 0:  # softmax cross-entropy: logp = (z - max) - log(sum(exp(z - max)))
+            if loss == _CROSS_ENTROPY:  # softmax cross-entropy: logp = (z - max) - log(sum(exp(z - max)))
                 zmax = Z[r, zi]
                 se = zero
                 for j in range(k):
@@ -208,7 +209,7 @@ def build_kernels(dtype: str, tile: int, block: int) -> SimpleNamespace:
                         G[r, j] = (math.exp(lp) - T[r, j]) / nf
                 s = -s
                 ok = zi == ti
-            elif loss == 1:  # sigmoid BCE: log(1 + exp(z)) - t z, never overflowing
+            elif loss == _BCE:  # sigmoid BCE: log(1 + exp(z)) - t z, never overflowing
                 for j in range(k):
                     z, t = Z[r, j], T[r, j]
                     s += ((z if z > zero else zero) - z * t) + math.log1p(math.exp(-abs(z)))

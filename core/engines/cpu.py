@@ -22,9 +22,9 @@ import numpy as np
 
 from .. import network as N
 from ..config import (
-    ACTIVATIONS,
-    LOSSES,
-    OPTIMIZERS,
+    ACTIVATION_CODES,
+    LOSS_CODES,
+    OPTIMIZER_CODES,
     ConfigError,
     OptimizerConfig,
     RegularizationConfig,
@@ -65,14 +65,14 @@ class CpuEngine(Engine):
         self.t = np.zeros(1, np.int64)  # optimizer steps taken
         self.sizes = np.array([spec.n_in] + [layer.units for layer in spec.layers], np.int64)
         self.w_off = np.array([w for w, _, _ in spec.offsets], np.int64)
-        self.acts = np.array([ACTIVATIONS.index(lay.activation) for lay in spec.layers], np.int64)
+        self.acts = np.array([ACTIVATION_CODES[lay.activation] for lay in spec.layers], np.int64)
         # dropout on hidden layers only, as network.forward does
         drops = [layer.dropout for layer in spec.layers[:-1]] + [0.0]
         self.keep = np.array([1.0 - p for p in drops], np.float64)
         self.scale = np.array([dt(1.0) / dt(k) for k in self.keep], self.dtype)
         self.has_dropout = bool(np.any(self.keep < 1.0))
-        self.loss_code = LOSSES.index(spec.loss)
-        self.opt_code = OPTIMIZERS.index(optimizer.name)
+        self.loss_code = LOSS_CODES[spec.loss]
+        self.opt_code = OPTIMIZER_CODES[optimizer.name]
         o, r = optimizer, regularization
         # 1 - beta rounded in the dtype, as optim.step computes it
         values = {

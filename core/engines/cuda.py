@@ -31,9 +31,8 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ..config import ConfigError, OptimizerConfig, RegularizationConfig
+from ..config import OPTIMIZER_CODES, ConfigError, OptimizerConfig, RegularizationConfig
 from ..network import NetworkSpec
-from ..optim import OPTIMIZER_CODES
 from ._cuda_kernels import ACT_CODES, LOSS_CODES, build_kernels
 from .base import Engine, is_classifier, n_batches
 
