@@ -110,8 +110,7 @@ class LayersConfig:
     init_scale: float = 0.01  # init=random: std (normal) or half-width (uniform)
 
     def __post_init__(self) -> None:
-        if len(self.hidden) == 0:
-            pass  # a linear/softmax model with no hidden layer is allowed
+        # hidden=[] is allowed: a linear/softmax model
         for i, units in enumerate(self.hidden):
             check_range(f"layers.hidden[{i}]", units, low=1)
         check_choice("layers.activation", self.activation, ACTIVATIONS)

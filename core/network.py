@@ -201,19 +201,3 @@ def predict_logits(params: np.ndarray, spec: NetworkSpec, X: np.ndarray, chunk: 
     """Logits in evaluation mode (no dropout), in chunks to bound memory."""
     parts = [forward(params, spec, X[i : i + chunk])[0] for i in range(0, len(X), chunk)]
     return np.concatenate(parts) if parts else np.zeros((0, spec.n_out), params.dtype)
-
-
-def objective(
-    params: np.ndarray, spec: NetworkSpec, X: np.ndarray, T: np.ndarray, l1: float = 0.0, l2: float = 0.0
-) -> float:
-    """Full training objective (mean loss + penalty) with no dropout: what gradients descend."""
-    logits, _ = forward(params, spec, X)
-    return F.loss_value(spec.loss, logits, T) + F.penalty(params, spec.weight_mask(), l1, l2)
-
-
-def gradient(
-    params: np.ndarray, spec: NetworkSpec, X: np.ndarray, T: np.ndarray, l1: float = 0.0, l2: float = 0.0
-) -> np.ndarray:
-    logits, cache = forward(params, spec, X)
-    _, dlogits = F.loss_and_grad(spec.loss, logits, T)
-    return backward(params, spec, cache, dlogits) + F.penalty_grad(params, spec.weight_mask(), l1, l2)

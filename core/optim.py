@@ -13,7 +13,7 @@ norm) before the update.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,7 +25,6 @@ class OptimizerState:
     m: np.ndarray  # first moment / velocity
     v: np.ndarray  # second moment
     t: int = 0  # steps taken (Adam's bias correction)
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def zeros(cls, n: int, dtype: np.dtype) -> OptimizerState:

@@ -34,6 +34,7 @@ from numba import cuda
 from ..config import OPTIMIZER_CODES, ConfigError, OptimizerConfig, RegularizationConfig
 from ..network import NetworkSpec
 from ._cuda_kernels import ACT_CODES, LOSS_CODES, build_kernels
+from . import cuda_simulated
 from .base import Engine, is_classifier, n_batches
 
 DEVICE_ENV = "NNSWEEP_CUDA_DEVICE"
@@ -54,10 +55,6 @@ class Launch:
     def simulator(cls) -> Launch:
         # the simulator costs ~0.3 ms per thread per launch: few threads, longer loops
         return cls(tile=4, block=8, max_blocks=1, max_tiles=1, red_blocks=1, chunk=8192)
-
-
-def simulated() -> bool:
-    return bool(numba.config.ENABLE_CUDASIM)
 
 
 def resolve_device(device: int | None) -> int:
@@ -131,7 +128,7 @@ class CudaEngine(Engine):
             )
         self.device = resolve_device(device)
         cuda.select_device(self.device)
-        self.launch = launch or (Launch.simulator() if simulated() else Launch())
+        self.launch = launch or (Launch.simulator() if cuda_simulated() else Launch())
         self.k = build_kernels(self.dtype.name, self.launch.tile, self.launch.block)
         dt = self.dtype.type
         n = spec.n_params
