@@ -20,14 +20,22 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from core.config import ConfigError, ExperimentConfig
 
-__all__ = ["CONF_DIR", "SCHEMA_NAME", "compose_experiment", "register", "to_experiment"]
+__all__ = [
+    "COMPOSE_ERRORS",
+    "CONF_DIR",
+    "SCHEMA_NAME",
+    "compose_experiment",
+    "config_error",
+    "register",
+    "to_experiment",
+]
 
 CONF_DIR = Path(__file__).resolve().parent
 SCHEMA_NAME = "experiment_schema"  # the name conf/config.yaml lists first in its defaults
@@ -70,18 +78,35 @@ def compose_experiment(
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=list(overrides))
-    except MissingConfigException as e:
-        raise ConfigError(_missing_message(e)) from None
-    except OmegaConfBaseException as e:
-        raise ConfigError(_omegaconf_message(e)) from None
-    except HydraException as e:
-        cause = e.__cause__
-        if isinstance(cause, OmegaConfBaseException):
-            raise ConfigError(_omegaconf_message(cause)) from None
-        raise ConfigError(_one_line(str(e))) from None
+    except COMPOSE_ERRORS as e:
+        raise config_error(e) from None
     finally:
         restore_gh_from_backup(backup)
     return cfg, to_experiment(cfg)
+
+
+# What composing bad overrides raises: Hydra's and OmegaConf's errors, and a plain ValueError
+# from Hydra's defaults list for a malformed group override such as ``=3``.
+COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, ValueError)
+
+
+def config_error(e: Exception) -> ConfigError:
+    """A composition error (one of COMPOSE_ERRORS, often many lines) -> ConfigError, one line.
+
+    compose_experiment and run.py (whose errors come from inside Hydra's own app) share it, so
+    ``search.py`` and ``run.py`` word a bad override the same way.
+    """
+    if isinstance(e, ConfigError):
+        return e
+    if isinstance(e, MissingConfigException):
+        return ConfigError(_missing_message(e))
+    if isinstance(e, OverrideParseException):
+        return ConfigError(f"{e.override}: cannot parse this override ({_one_line(e.message)})")
+    if isinstance(e, OmegaConfBaseException):
+        return ConfigError(_omegaconf_message(e))
+    if isinstance(e.__cause__, OmegaConfBaseException):
+        return ConfigError(_omegaconf_message(e.__cause__))
+    return ConfigError(_one_line(str(e)) or type(e).__name__)
 
 
 def _check_keys(node: DictConfig, cls: type, prefix: str) -> None:
@@ -103,10 +128,13 @@ def _one_line(text: str) -> str:
 def _missing_message(e: MissingConfigException) -> str:
     """'optimizer: unknown option 'nope'; allowed: adam, ...' for a missing group option."""
     missing = e.missing_cfg_file or ""
-    if "/" in missing and e.options:
+    if "/" in missing:
         group, option = missing.rsplit("/", 1)
-        return f"{group}: unknown option {option!r}; allowed: {', '.join(sorted(e.options))}"
-    return _one_line(str(e))
+        options = e.options or sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        if options:
+            return f"{group}: unknown option {option!r}; allowed: {', '.join(sorted(options))}"
+    # drop the search-path listing that follows Hydra's first line
+    return _one_line(str(e).split("Config search path:")[0])
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:

@@ -158,6 +158,9 @@ def test_hidden_stack_on_the_command_line(layers: str) -> None:
         (["scheduler=cyclic", "scheduler.mode=zigzag"], "scheduler.mode: unknown value 'zigzag'"),
         (["data=file"], "data.path: required"),
         (["optimizer=="], ""),  # an override Hydra cannot parse
+        (["optimizer.lr=interval(0"], "optimizer.lr=interval(0: cannot parse this override"),
+        (["optimizer=[adam,nope]"], "optimizer: unknown option 'nope'; allowed: adam, adamw"),
+        (["=3"], "Config group override must be a string"),  # was a ValueError traceback
         (["data="], "data: unknown option ''; allowed: blobs, circles"),
         (["trainer.seed=-1"], "trainer.seed: -1 is out of range; allowed: 0 <= trainer.seed <= "),
         (["trainer.seed=4294967296"], "trainer.seed: 4294967296 is out of range"),
