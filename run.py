@@ -8,7 +8,8 @@
 A single run writes metrics.csv, summary.json, model.npz and curves.png into
 outputs/runs/<date>/<time>/; a multirun writes one such folder per job under
 outputs/multiruns/<date>/<time>/<job>/ plus results.csv and comparison plots
-(sweeper.multirun.MultirunResults, registered in conf/hydra/default.yaml).
+(sweeper.multirun.MultirunResults, registered in conf/hydra/default.yaml). A run started in
+a second another run already took gets <time>.1 (.2, ...): never a folder in use.
 
 ``main`` returns the validation metric (val_accuracy for classification, val_loss for
 regression) so Hydra sweepers can optimise it. A bad value prints one line

@@ -13,6 +13,7 @@ The YAML files under conf/ only set values; defaults and ranges live in core.con
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import typing
 from pathlib import Path
@@ -35,17 +36,47 @@ __all__ = [
     "config_error",
     "register",
     "to_experiment",
+    "unique_dir",
 ]
 
 CONF_DIR = Path(__file__).resolve().parent
 SCHEMA_NAME = "experiment_schema"  # the name conf/config.yaml lists first in its defaults
 
 
+UNIQUE_DIR = "nnsweep.unique_dir"  # resolver conf/hydra/default.yaml wraps its folders in
+
+
 def register() -> None:
-    """Store the ExperimentConfig schema in Hydra's ConfigStore (idempotent)."""
+    """Store the ExperimentConfig schema in Hydra's ConfigStore and register the output-folder
+    resolver (both idempotent)."""
     cs = ConfigStore.instance()
     if f"{SCHEMA_NAME}.yaml" not in cs.repo:
         cs.store(name=SCHEMA_NAME, node=ExperimentConfig)
+    if not OmegaConf.has_resolver(UNIQUE_DIR):
+        # cached: every later lookup in the same config (and in multirun jobs, which get a copy
+        # of the master config's cache from Hydra) returns the folder claimed the first time
+        OmegaConf.register_new_resolver(UNIQUE_DIR, unique_dir, use_cache=True)
+
+
+def unique_dir(base: str) -> str:
+    """Claim a new folder for one run or multirun: ``base`` itself, or ``base.1``, ``base.2``...
+    when another process took it first; return its path.
+
+    ``mkdir`` without exist_ok is atomic (also on NFS), so two runs started in the same second
+    never share a folder; the suffix keeps the folders in time order when listed.
+    """
+    if not str(base).strip():
+        raise ConfigError(f"{UNIQUE_DIR}: needs a folder path, got {base!r}")
+    path = Path(base)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for k in itertools.count():
+        candidate = path if k == 0 else path.with_name(f"{path.name}.{k}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return str(candidate)
+    raise AssertionError("unreachable")
 
 
 def to_experiment(cfg: DictConfig) -> ExperimentConfig:
@@ -150,3 +181,6 @@ def _omegaconf_message(e: OmegaConfBaseException) -> str:
     ):
         first += f"; allowed: {', '.join(f.name for f in dataclasses.fields(cls))}"
     return f"{key}: {first}" if key else first
+
+
+register()  # at import too: a process that only unpickles a job (joblib workers) can resolve

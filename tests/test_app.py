@@ -6,6 +6,7 @@ outputs/. The multirun is shared by several tests through a module fixture.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -178,6 +179,104 @@ def test_failed_job_is_a_row_and_plots_show_the_rest(tmp_path: Path) -> None:
     }
     for name in PLOTS:
         assert is_png(tmp_path / name), name
+
+
+# ---------------------------------------------------------------- every run its own folder
+
+
+def taken_seconds(root: Path, seconds: int = 90) -> list[Path]:
+    """Occupy outputs/<root>/<date>/<time> for the next ``seconds`` seconds as another run
+    would (a file inside), so runs started now collide with it whatever second they start."""
+    start = datetime.datetime.now()
+    taken = []
+    for k in range(seconds):
+        t = start + datetime.timedelta(seconds=k)
+        folder = root / t.strftime("%Y-%m-%d") / t.strftime("%H-%M-%S")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "other.txt").write_text("another run's file")
+        taken.append(folder)
+    return taken
+
+
+def start_app(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "MPLBACKEND": "Agg", "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, str(ROOT / "run.py"), *args]
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        assert proc.returncode == 0, err[-3000:]
+
+
+def test_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
+    """Two runs in the same second used to share outputs/runs/<date>/<time>/ (and overwrite
+    each other's files); each now claims its own folder and leaves the taken one alone."""
+    taken = taken_seconds(tmp_path / "outputs" / "runs")
+    seeds = [1, 2]
+    finish(
+        [
+            start_app(*TINY, "trainer=quick", f"trainer.seed={seed}", "view=quiet", cwd=tmp_path)
+            for seed in seeds
+        ]
+    )
+    for folder in taken:  # another run's folder is untouched
+        assert [p.name for p in folder.iterdir()] == ["other.txt"], folder
+    runs = sorted(p.parent for p in (tmp_path / "outputs" / "runs").glob("*/*/summary.json"))
+    assert len(runs) == 2
+    got = set()
+    for run in runs:
+        base, _, k = run.name.partition(".")
+        assert run.parent / base in taken and k.isdigit(), run  # <time>.1, <time>.2, ...
+        for name in RUN_FILES:
+            assert (run / name).is_file(), f"{run}/{name}"
+        summary = json.loads((run / "summary.json").read_text())
+        metrics = pd.read_csv(run / "metrics.csv")
+        assert len(metrics) == summary["epochs_run"]
+        got.add(summary["config"]["trainer"]["seed"])
+    assert got == set(seeds)  # one folder each, not one run's files in both
+
+
+@pytest.mark.slow
+def test_multiruns_started_together_get_their_own_sweep_folders(tmp_path: Path) -> None:
+    taken = taken_seconds(tmp_path / "outputs" / "multiruns")
+    quiet = ["hydra.callbacks.multirun_results.plots=false"]
+    finish(
+        [
+            start_app("-m", *TINY, "trainer=quick", f"trainer.seed={a},{b}", *quiet, cwd=tmp_path)
+            for a, b in [(1, 2), (3, 4)]
+        ]
+    )
+    for folder in taken:
+        assert [p.name for p in folder.iterdir()] == ["other.txt"], folder
+    sweeps = sorted(p.parent for p in (tmp_path / "outputs" / "multiruns").glob("*/*/results.csv"))
+    assert len(sweeps) == 2
+    seeds = []
+    for sweep_dir in sweeps:
+        results = pd.read_csv(sweep_dir / "results.csv")
+        assert list(results["job"]) == [0, 1] and list(results["state"]) == ["completed"] * 2
+        seeds.append(
+            sorted(
+                json.loads((sweep_dir / str(j) / "summary.json").read_text())["config"]["trainer"][
+                    "seed"
+                ]
+                for j in (0, 1)
+            )
+        )
+    assert sorted(seeds) == [[1, 2], [3, 4]]
+
+
+def test_tools_that_do_not_run_claim_no_folder(tmp_path: Path) -> None:
+    for args in (["--cfg", "job"], ["--cfg", "hydra"], ["--help"], ["--info"]):
+        assert run_app(*args, cwd=tmp_path).returncode == 0, args
+    assert not any(tmp_path.iterdir())
 
 
 # ---------------------------------------------------------------- bad input and Hydra's tools

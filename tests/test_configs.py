@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,16 @@ def test_every_numeric_field_refuses_non_finite_values(cls, field, name, value) 
     with pytest.raises(ConfigError) as info:
         cls(**{field: value})
     assert str(info.value).startswith(f"{name}: {value!r} is not a finite number; allowed: ")
+
+
+def test_unique_dir_claims_a_new_folder_each_time(tmp_path) -> None:
+    from conf.schema import unique_dir
+
+    base = tmp_path / "runs" / "12-00-00"
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "12-00-00.1").write_text("a file where .1 would go")
+    got = [unique_dir(str(base)) for _ in range(3)]
+    assert got == [str(base), str(base) + ".2", str(base) + ".3"]
+    assert all(Path(g).is_dir() and not any(Path(g).iterdir()) for g in got)
+    with pytest.raises(ConfigError, match="needs a folder path"):
+        unique_dir("")
