@@ -14,21 +14,35 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from core.config import SEED_MAX, ConfigError, check_range
 from sweeper.study import PRUNERS, SAMPLERS
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a folder name under --out
+JOBS_PER_CORE = 4  # more worker processes than this only thrash (each trains and imports numba)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's bad-input line: ``error: --flag: ...``, status 2, no usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message.removeprefix('argument ')}\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         description="Optuna hyperparameter search for nnsweep networks.",
         epilog="Anything after the flags is a Hydra override for every trial, e.g. data=moons.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--trials", type=int, default=20, help="target total of finished trials in the study")
-    p.add_argument("--study", default=None, help="study name (default: the space name)")
-    p.add_argument("--storage", default=os.environ.get("NNSWEEP_STORAGE"),
+    p.add_argument("--study", default=None,
+                   help="study name (default: the space name): letters, digits, '_', '-', '.'")
+    p.add_argument("--storage", default=None,  # not the env value: --help would print a password
                    help="Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file; "
                         "default: $NNSWEEP_STORAGE, else outputs/studies/<study>/journal.log")
     p.add_argument("--space", default="default", help="conf/search/<name>.yaml or a path to a YAML file")
@@ -44,7 +58,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-plots", action="store_true", help="skip the seaborn plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=moons trainer.epochs=20")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.storage is None:
+        args.storage = os.environ.get("NNSWEEP_STORAGE")
+    try:
+        check_args(args)
+    except ConfigError as e:
+        p.error(str(e))
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag at its edges, before anything is created: ConfigError naming the flag."""
+    check_range("--trials", args.trials, low=1)
+    max_jobs = JOBS_PER_CORE * (os.cpu_count() or 1)
+    if not 1 <= args.jobs <= max_jobs:
+        raise ConfigError(f"--jobs: {args.jobs} is out of range; allowed: 1 <= --jobs <= "
+                          f"{max_jobs} ({JOBS_PER_CORE} per core of this machine)")
+    check_range("--timeout", args.timeout, low=0.0, low_open=True, optional=True)
+    max_seed = SEED_MAX - (args.jobs - 1)  # worker i samples with --seed + i
+    if not 0 <= args.seed <= max_seed:
+        why = f" (worker i uses --seed + i <= {SEED_MAX})" if args.jobs > 1 else ""
+        raise ConfigError(
+            f"--seed: {args.seed} is out of range; allowed: 0 <= --seed <= {max_seed}{why}"
+        )
+    name = args.study if args.study is not None else Path(args.space).stem
+    if not STUDY_NAME.fullmatch(name):
+        given = "" if args.study is not None else f" (the default, from --space {args.space})"
+        raise ConfigError(
+            f"--study: {name!r}{given} is not a study name; allowed: 1-128 letters, digits, '_', "
+            "'-', '.', starting with a letter or digit (no path: a study is a folder under --out)"
+        )
+    if not args.out.strip():
+        raise ConfigError("--out: empty; allowed: a folder (created if missing)")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out: '{args.out}' is a file; allowed: a folder (created if missing)")
 
 
 def settings_from_args(args: argparse.Namespace):
