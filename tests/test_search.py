@@ -294,3 +294,13 @@ def test_mistyped_storage_scheme_never_shows_the_password(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "hunter2" not in err
     assert "error: --storage: unsupported URL 'postgressql://u:***@db/x'" in err
+
+
+@pytest.mark.parametrize("text", ["", "params:\n  - optimizer\n"])
+def test_empty_or_malformed_space_stops_search_py_with_one_line(tmp_path, text):
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    proc = _search(tmp_path / "studies", "--trials", "3", "--space", str(space))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and err.startswith("error: search.params: ") and err.count("\n") == 1
+    assert not (tmp_path / "studies").exists()
