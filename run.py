@@ -38,7 +38,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from conf.schema import COMPOSE_ERRORS, config_error, register, to_experiment
+from conf.schema import COMPOSE_ERRORS, config_error, register, release_claimed, to_experiment
 from core.config import ConfigError
 
 log = logging.getLogger("nnsweep")
@@ -158,10 +158,15 @@ def cli() -> None:
     try:
         main()
     except COMPOSE_ERRORS as e:
+        release_claimed()  # a multirun's folder holding only multirun.yaml
         if wants_traceback:
             raise
         print(f"error: {config_error(e)}", file=sys.stderr)
         sys.exit(2)
+    except SystemExit as e:
+        if e.code == 2:  # bad input in main: the run folder holds only .hydra/ and run.log
+            release_claimed()
+        raise
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ __all__ = [
     "compose_experiment",
     "config_error",
     "register",
+    "release_claimed",
     "to_experiment",
     "unique_dir",
 ]
@@ -75,8 +76,36 @@ def unique_dir(base: str) -> str:
             candidate.mkdir()
         except FileExistsError:
             continue
+        CLAIMED.append(candidate)
         return str(candidate)
     raise AssertionError("unreachable")
+
+
+CLAIMED: list[Path] = []  # folders unique_dir created in this process
+BOOKKEEPING = ("multirun.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+
+
+def release_claimed() -> None:
+    """Remove the folders this process claimed when they hold nothing but Hydra's bookkeeping
+    (and empty logs): what bad input leaves behind before anything was trained. A folder with
+    any other file is left as it is; parent folders are never removed (another run may be
+    creating its folder in them)."""
+    while CLAIMED:
+        folder = CLAIMED.pop()
+        files = [f for f in folder.rglob("*") if f.is_file()]
+        keep = [
+            f
+            for f in files
+            if f.relative_to(folder).as_posix() not in BOOKKEEPING
+            and not (f.suffix == ".log" and f.stat().st_size == 0)
+        ]
+        if keep or not folder.is_dir():
+            continue
+        for f in files:
+            f.unlink()
+        for d in sorted((d for d in folder.rglob("*") if d.is_dir()), reverse=True):
+            d.rmdir()
+        folder.rmdir()
 
 
 def to_experiment(cfg: DictConfig) -> ExperimentConfig:

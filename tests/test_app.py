@@ -273,6 +273,33 @@ def test_multiruns_started_together_get_their_own_sweep_folders(tmp_path: Path) 
     assert sorted(seeds) == [[1, 2], [3, 4]]
 
 
+@pytest.mark.parametrize(
+    "args", [["optimizer.lr=-1"], ["-m", "optimizer=adam,nope"], ["-m", "trainer.epoch=1"]]
+)
+def test_bad_input_leaves_no_folder_behind(tmp_path: Path, args: list[str]) -> None:
+    """The folder claimed for a run that bad input stopped held only Hydra's bookkeeping."""
+    taken = taken_seconds(tmp_path / "outputs" / ("multiruns" if "-m" in args else "runs"), 30)
+    one_error_line(run_app(*args, cwd=tmp_path))
+    assert sorted(tmp_path.glob("outputs/*/*/*")) == taken  # the taken ones, nothing new
+    for folder in taken:
+        assert [p.name for p in folder.iterdir()] == ["other.txt"], folder
+
+
+def test_hydra_full_error_still_shows_the_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "optimizer=nope"],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert "MissingConfigException" in proc.stderr
+
+
 def test_tools_that_do_not_run_claim_no_folder(tmp_path: Path) -> None:
     for args in (["--cfg", "job"], ["--cfg", "hydra"], ["--help"], ["--info"]):
         assert run_app(*args, cwd=tmp_path).returncode == 0, args
