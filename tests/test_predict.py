@@ -301,6 +301,10 @@ def test_study_folder_resolves_to_its_best_model(runs, tmp_path):
         ),
         (["{moons}", "--grid", "0"], r"--grid: 0 is out of range; allowed: 1 <= --grid <= 30"),
         (["{moons}", "--grid", "31"], r"--grid: 31 is out of range"),
+        (
+            ["{moons}", "--input", "{header_only}"],
+            r"--input: 'header\.csv' has no rows to predict",
+        ),
         (["{moons}", "--x", "nan", "1"], r"--x: nan is not a finite number"),
         (["{moons}", "--x", "1", "inf"], r"--x: inf is not a finite number"),
         (
@@ -316,7 +320,9 @@ def test_study_folder_resolves_to_its_best_model(runs, tmp_path):
 def test_errors_are_one_line(runs, tmp_path, capsys, args, message):
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes((runs["moons"] / "model.npz").read_bytes()[:300])
-    paths = {"missing": tmp_path / "nope", "corrupt": corrupt, **runs}
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("x0,x1,label\n")
+    paths = {"missing": tmp_path / "nope", "corrupt": corrupt, "header_only": header_only, **runs}
     assert main([a.format(**paths) for a in args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("predict: error: ")

@@ -304,3 +304,18 @@ def test_empty_or_malformed_space_stops_search_py_with_one_line(tmp_path, text):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and err.startswith("error: search.params: ") and err.count("\n") == 1
     assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trainer.seed=-1", "error: trainer.seed: -1 is out of range; allowed: 0 <= trainer.seed"),
+        ("optimizer.lr=inf", "error: optimizer.lr: inf is not a finite number"),
+        ("=3", "error: Config group override must be a string or a list"),
+    ],
+)
+def test_bad_override_stops_search_py_with_one_line(tmp_path, override, expected):
+    proc = _search(tmp_path / "studies", "--trials", "2", "--space", "quick", override)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and err.startswith(expected) and err.count("\n") == 1, err
+    assert not (tmp_path / "studies").exists()
