@@ -8,12 +8,20 @@
 A single run writes metrics.csv, summary.json, model.npz and curves.png into
 outputs/runs/<date>/<time>/; a multirun writes one such folder per job under
 outputs/multiruns/<date>/<time>/<job>/ plus results.csv and comparison plots
-(sweeper.multirun.MultirunResults, registered in conf/hydra/default.yaml).
+(sweeper.multirun.MultirunResults, registered in conf/hydra/default.yaml). A run started in
+a second another run already took gets <time>.1 (.2, ...): never a folder in use.
 
 ``main`` returns the validation metric (val_accuracy for classification, val_loss for
 regression) so Hydra sweepers can optimise it. A bad value prints one line
 ``error: <field>: <what is allowed>`` and exits with status 2 before training; inside a
 multirun the job is recorded as failed (error.txt) and the other jobs go on.
+
+Bad overrides (an unknown option or key, a wrong type, a grammar error) fail while Hydra
+composes, before ``main`` runs: ``cli`` turns them into the same one line and status 2 as
+``search.py`` (conf.schema.config_error), in a single run, a multirun (Hydra composes every
+job before launching any), and with ``--cfg``. It asks Hydra for the exception through its
+documented switch HYDRA_FULL_ERROR=1 rather than parsing the command line a second time, so
+every Hydra flag (``--help``, ``--cfg``, ``-m``, ``-sc``, ``-cn``...) keeps working unchanged.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from conf.schema import register, to_experiment
+from conf.schema import COMPOSE_ERRORS, config_error, register, release_claimed, to_experiment
 from core.config import ConfigError
 
 log = logging.getLogger("nnsweep")
@@ -138,5 +146,28 @@ def main(cfg: DictConfig) -> float:
     return metric
 
 
+def cli() -> None:
+    """Run the Hydra app; a composition error anywhere is one line ``error: ...`` and status 2.
+
+    Hydra prints its own many-line report and exits 1 unless HYDRA_FULL_ERROR=1, when it
+    re-raises the original exception instead; that is what is caught here. A user who set
+    HYDRA_FULL_ERROR=1 asked for the whole traceback and gets it.
+    """
+    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except COMPOSE_ERRORS as e:
+        release_claimed()  # a multirun's folder holding only multirun.yaml
+        if wants_traceback:
+            raise
+        print(f"error: {config_error(e)}", file=sys.stderr)
+        sys.exit(2)
+    except SystemExit as e:
+        if e.code == 2:  # bad input in main: the run folder holds only .hydra/ and run.log
+            release_claimed()
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -14,21 +14,35 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from core.config import SEED_MAX, ConfigError, check_range
 from sweeper.settings import AUTO_CV_MAX_SAMPLES, AUTO_FOLDS, PRUNERS, SAMPLERS
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a folder name under --out
+JOBS_PER_CORE = 4  # more worker processes than this only thrash (each trains and imports numba)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's bad-input line: ``error: --flag: ...``, status 2, no usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message.removeprefix('argument ')}\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         description="Optuna hyperparameter search for nnsweep networks.",
         epilog="Anything after the flags is a Hydra override for every trial, e.g. data=moons.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--trials", type=int, default=20, help="target total of finished trials in the study")
-    p.add_argument("--study", default=None, help="study name (default: the space name)")
-    p.add_argument("--storage", default=os.environ.get("NNSWEEP_STORAGE"),
+    p.add_argument("--study", default=None,
+                   help="study name (default: the space name): letters, digits, '_', '-', '.'")
+    p.add_argument("--storage", default=None,  # not the env value: --help would print a password
                    help="Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file; "
                         "default: $NNSWEEP_STORAGE, else outputs/studies/<study>/journal.log")
     p.add_argument("--space", default="default", help="conf/search/<name>.yaml or a path to a YAML file")
@@ -54,7 +68,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="list the studies under --out (and in --storage) and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=moons trainer.epochs=20")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.storage is None:
+        args.storage = os.environ.get("NNSWEEP_STORAGE")
+    try:
+        check_args(args)
+    except ConfigError as e:
+        p.error(str(e))
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag at its edges, before anything is created: ConfigError naming the flag."""
+    check_range("--trials", args.trials, low=1)
+    if args.jobs == "auto":
+        from sweeper.settings import available_cpus
+
+        args.jobs = available_cpus()
+    max_jobs = JOBS_PER_CORE * (os.cpu_count() or 1)
+    if not 1 <= args.jobs <= max_jobs:
+        raise ConfigError(f"--jobs: {args.jobs} is out of range; allowed: auto or 1 <= --jobs <= "
+                          f"{max_jobs} ({JOBS_PER_CORE} per core of this machine)")
+    check_range("--timeout", args.timeout, low=0.0, low_open=True, optional=True)
+    check_range("--seed", args.seed, low=0, high=SEED_MAX)
+    name = args.study if args.study is not None else Path(args.space).stem
+    if not STUDY_NAME.fullmatch(name):
+        given = "" if args.study is not None else f" (the default, from --space {args.space})"
+        raise ConfigError(
+            f"--study: {name!r}{given} is not a study name; allowed: 1-128 letters, digits, '_', "
+            "'-', '.', starting with a letter or digit (no path: a study is a folder under --out)"
+        )
+    if not args.out.strip():
+        raise ConfigError("--out: empty; allowed: a folder (created if missing)")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out: '{args.out}' is a file; allowed: a folder (created if missing)")
 
 
 def jobs_arg(text: str) -> int | str:
@@ -62,12 +109,9 @@ def jobs_arg(text: str) -> int | str:
     if text == "auto":
         return text
     try:
-        value = int(text)
+        return int(text)  # the range is checked in check_args, where the CPUs are known
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: auto or a whole number >= 1")
-    return value
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: auto or a whole number") from None
 
 
 def cv_arg(text: str) -> int | str:
@@ -86,7 +130,7 @@ def cv_arg(text: str) -> int | str:
 def settings_from_args(args: argparse.Namespace):
     from conf.schema import CONF_DIR, compose_experiment
     from sweeper.space import load_space
-    from sweeper.settings import StudySettings, auto_folds, available_cpus
+    from sweeper.settings import StudySettings, auto_folds
 
     space = load_space(args.space, CONF_DIR)
     metric = args.metric or space.metric or "val_accuracy"
@@ -97,7 +141,7 @@ def settings_from_args(args: argparse.Namespace):
         trials=args.trials,
         root=Path(args.out),
         storage=args.storage,
-        jobs=available_cpus() if args.jobs == "auto" else args.jobs,
+        jobs=args.jobs,
         timeout=args.timeout,
         seed=args.seed,
         metric=metric,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import re
 import typing
 from pathlib import Path
@@ -22,25 +23,92 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from core.config import ConfigError, ExperimentConfig
 
-__all__ = ["CONF_DIR", "SCHEMA_NAME", "compose_config", "compose_experiment", "register",
-           "to_experiment"]
+__all__ = [
+    "COMPOSE_ERRORS",
+    "CONF_DIR",
+    "SCHEMA_NAME",
+    "compose_config",
+    "compose_experiment",
+    "config_error",
+    "register",
+    "release_claimed",
+    "to_experiment",
+    "unique_dir",
+]
 
 CONF_DIR = Path(__file__).resolve().parent
 SCHEMA_NAME = "experiment_schema"  # the name conf/config.yaml lists first in its defaults
 
 
+UNIQUE_DIR = "nnsweep.unique_dir"  # resolver conf/hydra/default.yaml wraps its folders in
+
+
 def register() -> None:
-    """Store the ExperimentConfig schema in Hydra's ConfigStore (idempotent)."""
+    """Store the ExperimentConfig schema in Hydra's ConfigStore and register the output-folder
+    resolver (both idempotent)."""
     cs = ConfigStore.instance()
     if f"{SCHEMA_NAME}.yaml" not in cs.repo:
         cs.store(name=SCHEMA_NAME, node=ExperimentConfig)
+    if not OmegaConf.has_resolver(UNIQUE_DIR):
+        # cached: every later lookup in the same config (and in multirun jobs, which get a copy
+        # of the master config's cache from Hydra) returns the folder claimed the first time
+        OmegaConf.register_new_resolver(UNIQUE_DIR, unique_dir, use_cache=True)
+
+
+def unique_dir(base: str) -> str:
+    """Claim a new folder for one run or multirun: ``base`` itself, or ``base.1``, ``base.2``...
+    when another process took it first; return its path.
+
+    ``mkdir`` without exist_ok is atomic (also on NFS), so two runs started in the same second
+    never share a folder; the suffix keeps the folders in time order when listed.
+    """
+    if not str(base).strip():
+        raise ConfigError(f"{UNIQUE_DIR}: needs a folder path, got {base!r}")
+    path = Path(base)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for k in itertools.count():
+        candidate = path if k == 0 else path.with_name(f"{path.name}.{k}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        CLAIMED.append(candidate)
+        return str(candidate)
+    raise AssertionError("unreachable")
+
+
+CLAIMED: list[Path] = []  # folders unique_dir created in this process
+BOOKKEEPING = ("multirun.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+
+
+def release_claimed() -> None:
+    """Remove the folders this process claimed when they hold nothing but Hydra's bookkeeping
+    (and empty logs): what bad input leaves behind before anything was trained. A folder with
+    any other file is left as it is; parent folders are never removed (another run may be
+    creating its folder in them)."""
+    while CLAIMED:
+        folder = CLAIMED.pop()
+        files = [f for f in folder.rglob("*") if f.is_file()]
+        keep = [
+            f
+            for f in files
+            if f.relative_to(folder).as_posix() not in BOOKKEEPING
+            and not (f.suffix == ".log" and f.stat().st_size == 0)
+        ]
+        if keep or not folder.is_dir():
+            continue
+        for f in files:
+            f.unlink()
+        for d in sorted((d for d in folder.rglob("*") if d.is_dir()), reverse=True):
+            d.rmdir()
+        folder.rmdir()
 
 
 def to_experiment(cfg: DictConfig) -> ExperimentConfig:
@@ -82,18 +150,35 @@ def compose_config(overrides: list[str], *, config_name: str = "config") -> Dict
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=list(overrides))
-    except MissingConfigException as e:
-        raise ConfigError(_missing_message(e)) from None
-    except OmegaConfBaseException as e:
-        raise ConfigError(_omegaconf_message(e)) from None
-    except HydraException as e:
-        cause = e.__cause__
-        if isinstance(cause, OmegaConfBaseException):
-            raise ConfigError(_omegaconf_message(cause)) from None
-        raise ConfigError(_one_line(str(e))) from None
+    except COMPOSE_ERRORS as e:
+        raise config_error(e) from None
     finally:
         restore_gh_from_backup(backup)
     return cfg
+
+
+# What composing bad overrides raises: Hydra's and OmegaConf's errors, and a plain ValueError
+# from Hydra's defaults list for a malformed group override such as ``=3``.
+COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, ValueError)
+
+
+def config_error(e: Exception) -> ConfigError:
+    """A composition error (one of COMPOSE_ERRORS, often many lines) -> ConfigError, one line.
+
+    compose_experiment and run.py (whose errors come from inside Hydra's own app) share it, so
+    ``search.py`` and ``run.py`` word a bad override the same way.
+    """
+    if isinstance(e, ConfigError):
+        return e
+    if isinstance(e, MissingConfigException):
+        return ConfigError(_missing_message(e))
+    if isinstance(e, OverrideParseException):
+        return ConfigError(f"{e.override}: cannot parse this override ({_one_line(e.message)})")
+    if isinstance(e, OmegaConfBaseException):
+        return ConfigError(_omegaconf_message(e))
+    if isinstance(e.__cause__, OmegaConfBaseException):
+        return ConfigError(_omegaconf_message(e.__cause__))
+    return ConfigError(_one_line(str(e)) or type(e).__name__)
 
 
 def _check_keys(node: DictConfig, cls: type, prefix: str) -> None:
@@ -120,10 +205,13 @@ def _one_line(text: str) -> str:
 def _missing_message(e: MissingConfigException) -> str:
     """'optimizer: unknown option 'nope'; allowed: adam, ...' for a missing group option."""
     missing = e.missing_cfg_file or ""
-    if "/" in missing and e.options:
+    if "/" in missing:
         group, option = missing.rsplit("/", 1)
-        return f"{group}: unknown option {option!r}; allowed: {', '.join(sorted(e.options))}"
-    return _one_line(str(e))
+        options = e.options or sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        if options:
+            return f"{group}: unknown option {option!r}; allowed: {', '.join(sorted(options))}"
+    # drop the search-path listing that follows Hydra's first line
+    return _one_line(str(e).split("Config search path:")[0])
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:
@@ -139,3 +227,6 @@ def _omegaconf_message(e: OmegaConfBaseException) -> str:
     ):
         first += f"; allowed: {', '.join(f.name for f in dataclasses.fields(cls))}"
     return f"{key}: {first}" if key else first
+
+
+register()  # at import too: a process that only unpickles a job (joblib workers) can resolve

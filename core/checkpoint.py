@@ -90,15 +90,53 @@ def load(path: str | Path) -> Checkpoint:
         raise CheckpointError(
             f"checkpoint: '{path}' normalization has shape {mean.shape}; expected ({spec.n_in},)"
         )
+    if params.dtype not in (np.float32, np.float64):
+        raise CheckpointError(
+            f"checkpoint: '{path}' params have dtype {params.dtype}; expected float32 or float64"
+        )
     if not np.all(np.isfinite(params)):
         raise CheckpointError(f"checkpoint: '{path}' params contain NaN or inf")
-    meta = json.loads(str(data["meta"])) if "meta" in data else {}
+    if not (_is_real(mean) and _is_real(std) and np.all(std > 0)):
+        raise CheckpointError(
+            f"checkpoint: '{path}' normalization is corrupt (mean and std must be finite numbers, "
+            "std > 0)"
+        )
+    try:
+        meta = json.loads(str(data["meta"])) if "meta" in data else {}
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint: '{path}' has a corrupt meta (not JSON: {e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"checkpoint: '{path}' has a corrupt meta (a JSON {type(meta).__name__}, "
+            "expected an object)"
+        )
+    task = str(data.get("task", "classification"))
+    if task not in TASKS:
+        raise CheckpointError(
+            f"checkpoint: '{path}' has task {task!r}; expected {' or '.join(TASKS)}"
+        )
+    classes = data.get("classes")
+    if task == "classification":
+        k = 2 if spec.loss == "bce" else spec.n_out  # bce: one output, p(class 1)
+        n = "no" if classes is None else f"{classes.size}"
+        if classes is None or classes.shape != (k,):
+            raise CheckpointError(
+                f"checkpoint: '{path}' has {n} class labels; its network tells {k} classes apart"
+            )
     return Checkpoint(
         params=params,
         spec=spec,
         mean=mean,
         std=std,
-        task=str(data.get("task", "classification")),
-        classes=data.get("classes"),
+        task=task,
+        classes=classes,
         meta=meta,
     )
+
+
+TASKS = ("classification", "regression")
+
+
+def _is_real(a: np.ndarray) -> bool:
+    """A float or int array with only finite values."""
+    return a.dtype.kind in "fiu" and bool(np.all(np.isfinite(a)))

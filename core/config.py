@@ -8,6 +8,7 @@ and an out-of-range value fails in ``__post_init__`` with the field's dotted nam
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -22,6 +23,7 @@ DATASETS = ("digits", "moons", "circles", "blobs", "spirals", "xor", "file")
 TASKS = ("auto", "classification", "regression")
 ENGINES = ("auto", "cpu", "numpy", "cuda")
 DTYPES = ("float32", "float64")
+SEED_MAX = 2**32 - 1  # NumPy's legacy seeding and scikit-learn's random_state take 32 bits
 MODES = ("auto", "min", "max")
 METRICS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
 # the integer codes the compiled engines branch on: the position in the tuples above, the
@@ -50,14 +52,18 @@ def check_range(
     high_open: bool = False,
     optional: bool = False,
 ) -> None:
-    """Raise ConfigError unless ``low (<|<=) value (<|<=) high``."""
+    """Raise ConfigError unless ``value`` is a finite number with ``low (<|<=) value (<|<=) high``.
+
+    NaN and +-inf are refused for every field, bounded or not: no setting means "infinite".
+    """
     if value is None:
         if optional:
             return
         raise ConfigError(f"{name}: a value is required")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name}: expected a number, got {value!r}")
-    bad = value != value  # NaN
+    finite = isinstance(value, int) or math.isfinite(value)  # a big int overflows isfinite
+    bad = not finite
     if low is not None:
         bad |= value <= low if low_open else value < low
     if high is not None:
@@ -65,7 +71,9 @@ def check_range(
     if bad:
         lo = "" if low is None else f"{low} {'<' if low_open else '<='} "
         hi = "" if high is None else f" {'<' if high_open else '<='} {high}"
-        raise ConfigError(f"{name}: {value!r} is out of range; allowed: {lo}{name}{hi}")
+        allowed = f"{lo}{name}{hi}" if lo or hi else "a finite number"
+        what = "is out of range" if finite else "is not a finite number"
+        raise ConfigError(f"{name}: {value!r} {what}; allowed: {allowed}")
 
 
 @dataclass
@@ -90,6 +98,7 @@ class DataConfig:
         check_range("data.noise", self.noise, low=0.0)
         check_range("data.n_classes", self.n_classes, low=2)
         check_range("data.n_features", self.n_features, low=1)
+        check_range("data.seed", self.seed, low=0, high=SEED_MAX)
         check_range("data.val_fraction", self.val_fraction, low=0.0, high=1.0, low_open=True, high_open=True)
         check_range("data.test_fraction", self.test_fraction, low=0.0, high=1.0, low_open=True, high_open=True)
         if self.val_fraction + self.test_fraction >= 1.0:
@@ -232,6 +241,7 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         check_range("trainer.epochs", self.epochs, low=1)
         check_range("trainer.batch_size", self.batch_size, low=1)
+        check_range("trainer.seed", self.seed, low=0, high=SEED_MAX)
         check_choice("trainer.dtype", self.dtype, DTYPES)
         check_choice("trainer.loss", self.loss, LOSSES)
 

@@ -7,6 +7,7 @@ imported where they are used, so importing this module costs only NumPy.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,52 @@ DIGITS_IMAGE_SHAPE = (8, 8)
 
 def feature_names(n_features: int) -> list[str]:
     return [f"x{j}" for j in range(n_features)]
+
+
+USES_N_FEATURES = ("blobs", "quantiles")  # the others are 2-D, regression 1-D
+USES_N_CLASSES = ("blobs", "spirals", "quantiles")
+COPIES = 3  # peak float64 copies of X while generating and writing (sklearn concatenates)
+
+
+def check_size(
+    name: str,
+    n_samples: int,
+    n_features: int,
+    n_classes: int,
+    *,
+    fields: tuple[str, str, str] = ("data.n_samples", "data.n_features", "data.n_classes"),
+) -> None:
+    """Refuse a generated set that cannot be made, before allocating it: more classes than
+    samples, or an X larger than this machine's memory. ``fields`` name the three sizes as
+    the user gave them: DataConfig's by default (generate() checks with those, as
+    core.data.load_dataset calls it), scripts/make_dataset.py passes its flags."""
+    n_name, d_name, k_name = fields
+    if name in USES_N_CLASSES and n_classes > n_samples:
+        raise ConfigError(
+            f"{k_name}: {n_classes} classes for {n_samples} samples; allowed: {k_name} <= {n_name}"
+        )
+    d = n_features if name in USES_N_FEATURES else 1 if name == "regression" else 2
+    need, have = COPIES * 8 * n_samples * d, memory_bytes()
+    if have is not None and need > have:
+        size = f"{n_name} x {d_name}" if name in USES_N_FEATURES else n_name
+        shape = f"{n_samples} x {d}" if name in USES_N_FEATURES else f"{n_samples} samples"
+        raise ConfigError(
+            f"{size}: {shape} would take about {need / 2**30:.1f} GB to generate; this machine "
+            f"has {have / 2**30:.1f} GB"
+        )
+
+
+def memory_bytes() -> int | None:
+    """This machine's memory (a lower cgroup limit wins), or None when unknown."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
 
 
 def generate(
@@ -43,6 +90,7 @@ def generate(
     check_range("n_classes", n_classes, low=2)
     check_range("n_features", n_features, low=1)
     check_range("seed", seed, low=0, high=2**32 - 1)
+    check_size(name, n_samples, n_features, n_classes)
     if name in ("spirals", "xor", "regression"):
         rng = np.random.default_rng(seed)
         if name == "spirals":
@@ -157,6 +205,8 @@ def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
             f"data.path: {p.name} has X with shape {X.shape}; "
             "expected 2-D (n_samples, n_features)"
         )
+    if X.shape[1] == 0:
+        raise ConfigError(f"data.path: {p.name} has X with shape {X.shape}: no feature columns")
     if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
         raise ConfigError(f"data.path: {p.name} has X of dtype {X.dtype}; expected numbers")
     if y.ndim not in (1, 2):
@@ -190,6 +240,8 @@ def _read_csv(p: Path, label: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         ) from None
     columns = [str(c) for c in df.columns]
     df.columns = columns
+    if len(df) == 0:
+        raise ConfigError(f"data.path: {p.name} has no rows (only a header: {', '.join(columns)})")
     if label not in columns:
         raise ConfigError(
             f"data.label: column {label!r} not in {p.name}; columns: {', '.join(columns)}"
@@ -213,6 +265,8 @@ def _read_csv(p: Path, label: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if inf:
         raise ConfigError(f"data.path: {p.name} has inf in columns {', '.join(inf)}")
     col = df[label]
+    if pd.api.types.is_float_dtype(col) and not np.isfinite(col.to_numpy()).all():
+        raise ConfigError(f"data.path: {p.name} has inf in columns {label}")
     y = col.to_numpy() if pd.api.types.is_numeric_dtype(col) else col.astype(str).to_numpy()
     if y.dtype == object:
         y = y.astype(str)

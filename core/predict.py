@@ -377,6 +377,8 @@ def read_features(path: str | Path, predictor: Predictor, *, label: str = "label
             f"--input: '{p.name}' has X of shape {X.shape}; the checkpoint expects "
             f"{predictor.n_features} features ({_names(predictor.feature_names)})"
         )
+    if len(X) == 0:
+        raise ConfigError(f"--input: '{p.name}' has no rows to predict")
     X = X.astype(np.float64)
     if not np.all(np.isfinite(X)):
         raise ConfigError(f"--input: '{p.name}' has NaN or inf in its features")

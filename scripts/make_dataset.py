@@ -12,17 +12,25 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 if (ROOT / "core" / "__init__.py").is_file() and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as `python scripts/make_dataset.py` from a checkout
 
 from core.config import ConfigError, check_range
-from core.datasets import FILE_EXTENSIONS, GENERATED, generate, write_file
+from core.datasets import FILE_EXTENSIONS, GENERATED, check_size, generate, write_file
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the script's bad-input line: ``make_dataset: error: --flag: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"make_dataset: error: {message.removeprefix('argument ')}\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description="Generate a data set and write it to .npz or .csv.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -44,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         check_range("--classes", args.classes, low=2)
         check_range("--features", args.features, low=1)
         check_range("--seed", args.seed, low=0, high=2**32 - 1)
+        check_size(args.name, args.n, args.features, args.classes,
+                   fields=("--n", "--features", "--classes"))
         if Path(args.out).suffix.lower() not in FILE_EXTENSIONS:
             raise ConfigError(
                 f"--out: unsupported extension in {args.out!r}; allowed: "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 if (ROOT / "core" / "__init__.py").is_file() and str(ROOT) not in sys.path:
@@ -25,7 +26,7 @@ if (ROOT / "core" / "__init__.py").is_file() and str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from core.config import ConfigError  # noqa: E402
+from core.config import ConfigError, check_range  # noqa: E402
 from core.predict import (  # noqa: E402
     SPLITS,
     Predictor,
@@ -38,9 +39,19 @@ from core.predict import (  # noqa: E402
     score_metric,
 )
 
+MAX_GRID = 30  # --grid N draws N x N panels: 900 already take a minute
+MAX_RESOLUTION = 2000  # --boundary scores resolution^2 mesh points (4 million)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the script's bad-input line: ``predict: error: --flag: ...``, status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"predict: error: {message.removeprefix('argument ')}\n")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description="Predict with a trained nnsweep checkpoint; draw and ensemble predictions.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n")[2],
@@ -94,9 +105,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> None:
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag at its edges, before a checkpoint is read: ConfigError naming the flag."""
     if (args.checkpoint is None) == (args.ensemble is None):
         raise ConfigError("checkpoint: give one checkpoint, or several with --ensemble (not both)")
+    for value in args.x or []:
+        check_range("--x", value)  # finite
+    if args.grid is not None:
+        check_range("--grid", args.grid, low=1, high=MAX_GRID)
+    check_range("--resolution", args.resolution, low=2, high=MAX_RESOLUTION)
+    for flag, path in (("--out-dir", args.out_dir), ("--out", args.out and Path(args.out).parent)):
+        if path is None:
+            continue
+        if not str(path).strip():
+            raise ConfigError(f"{flag}: empty; allowed: a path")
+        file = next((p for p in (Path(path), *Path(path).parents) if p.exists()), None)
+        if file is not None and not file.is_dir():
+            raise ConfigError(f"{flag}: '{file}' is a file; allowed: a path in a folder")
+
+
+def run(args: argparse.Namespace) -> None:
+    check_args(args)
     paths = args.ensemble or [args.checkpoint]
     predictor = load_predictor(paths)
     out_dir = Path(args.out_dir) if args.out_dir else resolve_checkpoint(paths[0]).parent

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError
+from core.config import METRICS, ConfigError, check_choice
 
 SPACE_KEYS = ("params", "layers", "overrides", "metric", "direction", "cv")
 
@@ -135,6 +135,11 @@ def to_distribution(key: str, expr: Any, where: str) -> Any:
         raise ConfigError(f"{where}.{key}: cannot parse {expr!r} ({first})") from None
     value = override.value()
     log = "log" in getattr(value, "tags", set())
+    bounds = [getattr(value, k, None) for k in ("start", "stop", "end", "step")]
+    if any(isinstance(b, float) and not math.isfinite(b) for b in bounds):
+        raise ConfigError(f"{where}.{key}: {expr!r} has a bound that is not finite")
+    if isinstance(value, RangeSweep) and value.step == 0:
+        raise ConfigError(f"{where}.{key}: {expr!r} has step 0; allowed: a step that is not 0")
     try:
         if isinstance(value, ChoiceSweep):
             return D.CategoricalDistribution(list(value.list))
@@ -158,13 +163,21 @@ def to_distribution(key: str, expr: Any, where: str) -> Any:
     return value
 
 
-def parse_space(data: dict, source: str = "<inline>") -> SearchSpace:
-    unknown = sorted(set(data) - set(SPACE_KEYS))
+def parse_space(data: Any, source: str = "<inline>") -> SearchSpace:
+    """A space file's content -> SearchSpace; ConfigError naming the key for anything else,
+    including a space with nothing to search (every trial would train the same model)."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"search: {source} holds {_kind(data)}; allowed: a mapping with keys "
+            f"{', '.join(SPACE_KEYS)}"
+        )
+    unknown = sorted(set(map(str, data)) - set(SPACE_KEYS))
     if unknown:
         raise ConfigError(f"search: unknown key {unknown[0]!r} in {source}; allowed: {', '.join(SPACE_KEYS)}")
-    params = {str(k): to_distribution(str(k), v, "search.params") for k, v in (data.get("params") or {}).items()}
+    raw = _section(data, "params", dict, "a mapping of key: expression", source) or {}
+    params = {str(k): to_distribution(str(k), v, "search.params") for k, v in raw.items()}
     space = SearchSpace(params=params, source=source)
-    layers = data.get("layers")
+    layers = _section(data, "layers", dict, "a mapping with depth and units", source)
     if layers:
         extra = sorted(set(layers) - {"depth", "units"})
         if extra or "depth" not in layers or "units" not in layers:
@@ -173,9 +186,20 @@ def parse_space(data: dict, source: str = "<inline>") -> SearchSpace:
         space.units = to_distribution("units", layers["units"], "search.layers")
         if "layers.hidden" in params:
             raise ConfigError("search.params.layers.hidden: conflicts with search.layers (depth/units)")
-    space.overrides = [str(o) for o in (data.get("overrides") or [])]
+    overrides = _section(data, "overrides", list, "a list of Hydra overrides", source) or []
+    space.overrides = [str(o) for o in overrides]
     space.metric = data.get("metric")
     space.direction = data.get("direction")
+    if space.metric is not None:
+        check_choice("search.metric", space.metric, METRICS)
+    if space.direction is not None:
+        check_choice("search.direction", space.direction, ("minimize", "maximize"))
+    searched = [d for d in [*params.values(), space.depth, space.units] if _is_dist(d)]
+    if all(_n_values(d) == 1 for d in searched):
+        raise ConfigError(
+            f"search.params: {source} has nothing to search (no choice, range or interval with "
+            "two or more values, and no layers:); every trial would train the same model"
+        )
     cv = data.get("cv")
     if cv is not None and cv != "auto" and (isinstance(cv, bool) or not isinstance(cv, int) or not 1 <= cv <= 20):
         raise ConfigError(f"search.cv: {cv!r} in {source} is not allowed; allowed: auto or a whole number 1..20")
@@ -183,9 +207,37 @@ def parse_space(data: dict, source: str = "<inline>") -> SearchSpace:
     return space
 
 
+def _section(data: dict, key: str, kind: type, allowed: str, source: str) -> Any:
+    value = data.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise ConfigError(f"search.{key}: {source} has {_kind(value)}; allowed: {allowed}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (an empty file)"
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return f"the value {value!r}"
+
+
+def _n_values(d: Any) -> float:
+    """How many values a distribution can take (math.inf for a continuous interval)."""
+    import optuna.distributions as D
+
+    if isinstance(d, D.CategoricalDistribution):
+        return len(d.choices)
+    if d.low == d.high:
+        return 1
+    return math.inf
+
+
 def load_space(name_or_path: str, conf_dir: Path) -> SearchSpace:
     """A space by name (``conf/search/<name>.yaml``) or by path to a YAML file."""
+    import yaml
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -193,5 +245,11 @@ def load_space(name_or_path: str, conf_dir: Path) -> SearchSpace:
     if not path.exists():
         available = sorted(p.stem for p in (conf_dir / "search").glob("*.yaml"))
         raise ConfigError(f"search.space: no space {name_or_path!r}; available: {', '.join(available)}")
-    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    return parse_space(data or {}, source=str(path))
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(
+            f"search.space: cannot read {path} as YAML ({type(e).__name__}: {first})"
+        ) from None
+    return parse_space(data, source=str(path))

@@ -17,8 +17,10 @@ built-in RDB heartbeat only runs inside ``Study.optimize``; our workers use ask/
 from __future__ import annotations
 
 import contextlib
+import re
 import zlib
 from pathlib import Path
+from urllib.parse import unquote
 
 from core.config import ConfigError
 
@@ -48,7 +50,7 @@ def open_storage(url: str | None, study_dir: Path):
     if not url or not is_rdb(url):
         if url and "://" in url:
             raise ConfigError(
-                f"--storage: unsupported URL {url!r}; allowed: sqlite:///file.db, "
+                f"--storage: unsupported URL '{redact(url)}'; allowed: sqlite:///file.db, "
                 "postgresql://user:pass@host/db, mysql://user:pass@host/db, or a journal file path"
             )
         path = Path(url) if url else study_dir / "journal.log"
@@ -60,7 +62,7 @@ def open_storage(url: str | None, study_dir: Path):
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as e:  # sqlalchemy/driver errors come in many types
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"--storage: cannot open {redact(url)}: {reason}") from None
+        raise ConfigError(f"--storage: cannot open {redact(url)}: {scrub(reason, url)}") from None
 
 
 _ENGINES: dict[str, object] = {}
@@ -89,10 +91,51 @@ def database_lock(url: str, name: str):
 
 
 def redact(url: str) -> str:
-    """Hide a password in error messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
-    return url
+    """The storage URL for a message, with anything that may be a secret replaced by ***.
+
+    Whatever the URL looks like (a mistyped or unsupported scheme, no ``//``, an ``@``, ``:``,
+    ``/`` or ``?`` inside the password, percent-encoding), only the scheme, the user name and
+    the host/path are shown: the password of ``user:password@`` is hidden, all of ``token@``,
+    the whole query string and fragment (``?password=...``), and, when an ``@`` follows a
+    ``?`` or ``#`` so the parts cannot be told apart, everything after the scheme. Hiding too
+    much is fine; showing a password is not.
+    """
+    return _split_secrets(url)[0]
+
+
+def scrub(text: str, url: str | None) -> str:
+    """``text`` (a driver's error message) with the secrets of ``url`` replaced by ***, as
+    written and percent-decoded, and also their pieces between URL delimiters: a driver that
+    splits ``u:p@ss@host`` at the first ``@`` reports the host ``ss@host``. (Pieces shorter
+    than 3 characters stay, or every 'p' of the message would go.)"""
+    if not url:
+        return text
+    secrets = set(_split_secrets(url)[1])
+    secrets |= {unquote(x) for x in secrets}
+    secrets |= {piece for x in secrets for piece in re.split(r"[@:/?#&;=]", x) if len(piece) >= 3}
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _split_secrets(url: str) -> tuple[str, list[str]]:
+    """(url with its secrets hidden, the hidden secrets) for redact and scrub."""
+    text = str(url)
+    scheme = re.match(r"[A-Za-z][A-Za-z0-9+.\-]*:/*", text)  # 'postgresql://', 'sqlite:///'
+    head = scheme.group(0) if scheme else ""
+    rest = text[len(head) :]
+    q = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    at = rest.rfind("@")
+    query = rest[q:]
+    secrets = re.findall(r"[?&;#][^=&;#]*=([^&;#]*)", query) if query else []
+    hidden_query = f"{query[0]}***" if query else ""
+    if at > q:  # an '@' after '?' or '#': in the password or in the query, cannot tell
+        return f"{head}***", [rest, *secrets]
+    if at < 0 or not (scheme or ":" in rest[:at]):  # no credentials (a journal file path)
+        return head + rest[:q] + hidden_query, secrets
+    creds, host = rest[:at], rest[at + 1 : q]
+    user, colon, password = creds.partition(":")
+    if colon and "/" not in user:
+        return f"{head}{user}:***@{host}{hidden_query}", [password, *secrets]
+    return f"{head}***@{host}{hidden_query}", [creds, *secrets]

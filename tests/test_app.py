@@ -6,6 +6,7 @@ outputs/. The multirun is shared by several tests through a module fixture.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from conf.schema import compose_experiment
-from core.config import OptimizerConfig, SchedulerConfig
+from core.config import ConfigError, OptimizerConfig, SchedulerConfig
 from core.schedules import ReduceLROnPlateau, lr_at
 from sweeper.multirun import labels, write_results
 
@@ -180,6 +181,131 @@ def test_failed_job_is_a_row_and_plots_show_the_rest(tmp_path: Path) -> None:
         assert is_png(tmp_path / name), name
 
 
+# ---------------------------------------------------------------- every run its own folder
+
+
+def taken_seconds(root: Path, seconds: int = 90) -> list[Path]:
+    """Occupy outputs/<root>/<date>/<time> for the next ``seconds`` seconds as another run
+    would (a file inside), so runs started now collide with it whatever second they start."""
+    start = datetime.datetime.now()
+    taken = []
+    for k in range(seconds):
+        t = start + datetime.timedelta(seconds=k)
+        folder = root / t.strftime("%Y-%m-%d") / t.strftime("%H-%M-%S")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "other.txt").write_text("another run's file")
+        taken.append(folder)
+    return taken
+
+
+def start_app(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "MPLBACKEND": "Agg", "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, str(ROOT / "run.py"), *args]
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        assert proc.returncode == 0, err[-3000:]
+
+
+def test_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
+    """Two runs in the same second used to share outputs/runs/<date>/<time>/ (and overwrite
+    each other's files); each now claims its own folder and leaves the taken one alone."""
+    taken = taken_seconds(tmp_path / "outputs" / "runs")
+    seeds = [1, 2]
+    finish(
+        [
+            start_app(*TINY, "trainer=quick", f"trainer.seed={seed}", "view=quiet", cwd=tmp_path)
+            for seed in seeds
+        ]
+    )
+    for folder in taken:  # another run's folder is untouched
+        assert [p.name for p in folder.iterdir()] == ["other.txt"], folder
+    runs = sorted(p.parent for p in (tmp_path / "outputs" / "runs").glob("*/*/summary.json"))
+    assert len(runs) == 2
+    got = set()
+    for run in runs:
+        base, _, k = run.name.partition(".")
+        assert run.parent / base in taken and k.isdigit(), run  # <time>.1, <time>.2, ...
+        for name in RUN_FILES:
+            assert (run / name).is_file(), f"{run}/{name}"
+        summary = json.loads((run / "summary.json").read_text())
+        metrics = pd.read_csv(run / "metrics.csv")
+        assert len(metrics) == summary["epochs_run"]
+        got.add(summary["config"]["trainer"]["seed"])
+    assert got == set(seeds)  # one folder each, not one run's files in both
+
+
+@pytest.mark.slow
+def test_multiruns_started_together_get_their_own_sweep_folders(tmp_path: Path) -> None:
+    taken = taken_seconds(tmp_path / "outputs" / "multiruns")
+    quiet = ["hydra.callbacks.multirun_results.plots=false"]
+    finish(
+        [
+            start_app("-m", *TINY, "trainer=quick", f"trainer.seed={a},{b}", *quiet, cwd=tmp_path)
+            for a, b in [(1, 2), (3, 4)]
+        ]
+    )
+    for folder in taken:
+        assert [p.name for p in folder.iterdir()] == ["other.txt"], folder
+    sweeps = sorted(p.parent for p in (tmp_path / "outputs" / "multiruns").glob("*/*/results.csv"))
+    assert len(sweeps) == 2
+    seeds = []
+    for sweep_dir in sweeps:
+        results = pd.read_csv(sweep_dir / "results.csv")
+        assert list(results["job"]) == [0, 1] and list(results["state"]) == ["completed"] * 2
+        seeds.append(
+            sorted(
+                json.loads((sweep_dir / str(j) / "summary.json").read_text())["config"]["trainer"][
+                    "seed"
+                ]
+                for j in (0, 1)
+            )
+        )
+    assert sorted(seeds) == [[1, 2], [3, 4]]
+
+
+@pytest.mark.parametrize(
+    "args", [["optimizer.lr=-1"], ["-m", "optimizer=adam,nope"], ["-m", "trainer.epoch=1"]]
+)
+def test_bad_input_leaves_no_folder_behind(tmp_path: Path, args: list[str]) -> None:
+    """The folder claimed for a run that bad input stopped held only Hydra's bookkeeping."""
+    taken = taken_seconds(tmp_path / "outputs" / ("multiruns" if "-m" in args else "runs"), 30)
+    one_error_line(run_app(*args, cwd=tmp_path))
+    assert sorted(tmp_path.glob("outputs/*/*/*")) == taken  # the taken ones, nothing new
+    for folder in taken:
+        assert [p.name for p in folder.iterdir()] == ["other.txt"], folder
+
+
+def test_hydra_full_error_still_shows_the_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "optimizer=nope"],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert "MissingConfigException" in proc.stderr
+
+
+def test_tools_that_do_not_run_claim_no_folder(tmp_path: Path) -> None:
+    for args in (["--cfg", "job"], ["--cfg", "hydra"], ["--help"], ["--info"]):
+        assert run_app(*args, cwd=tmp_path).returncode == 0, args
+    assert not any(tmp_path.iterdir())
+
+
 # ---------------------------------------------------------------- bad input and Hydra's tools
 
 
@@ -193,19 +319,84 @@ def test_out_of_range_value_fails_before_training_with_status_2(tmp_path: Path) 
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
+def options(group: str) -> str:
+    """The options of a config group as the files in conf/<group>/ name them."""
+    return ", ".join(sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")))
+
+
+def compose_message(overrides: list[str]) -> str:
+    """What search.py (through compose_experiment) says for the same overrides."""
+    with pytest.raises(ConfigError) as info:
+        compose_experiment(overrides)
+    return f"error: {info.value}"
+
+
+BAD_OVERRIDES = [
+    ["optimizer=nope"],
+    ["trainer.epoch=5"],
+    ["trainer.batch_size=abc"],
+    ["data="],
+    ["optimizer.lr=interval(0"],
+    ["=3"],
+    ["trainer.epochs=1,2"],  # a sweep without -m
+    ["hydra.foo=1"],
+]
+EXPECTED_START = {
+    "optimizer=nope": f"error: optimizer: unknown option 'nope'; allowed: {options('optimizer')}",
+    "trainer.epoch=5": "error: trainer.epoch: Key 'epoch' not in 'TrainerConfig'; allowed: epochs,",
+    "trainer.batch_size=abc": "error: trainer.batch_size: Value 'abc' of type 'str' could not be",
+    "data=": f"error: data: unknown option ''; allowed: {options('data')}",
+    "optimizer.lr=interval(0": "error: optimizer.lr=interval(0: cannot parse",
+    "=3": "error: Config group override must be a string",
+    "trainer.epochs=1,2": "error: Ambiguous value for argument 'trainer.epochs=1,2'",
+    "hydra.foo=1": "error: hydra.foo: Key 'foo' not in 'HydraConf'",
+}
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("mode", ["run", "multirun", "cfg"])
+@pytest.mark.parametrize("override", [o[0] for o in BAD_OVERRIDES], ids=repr)
+def test_bad_override_is_one_line_and_status_2(tmp_path: Path, override: str, mode: str) -> None:
+    """The same line as search.py, whether Hydra composes for a run, a multirun or --cfg."""
+    if mode == "multirun" and override == "trainer.epochs=1,2":
+        pytest.skip("a valid sweep under -m")
+    flags = {"run": [], "multirun": ["-m"], "cfg": ["--cfg", "job"]}[mode]
+    proc = run_app(*flags, override, "hydra.run.dir=run", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    line = one_error_line(proc)
+    assert line.startswith(EXPECTED_START[override]), line
+    # Hydra shell-escapes its quoting example (key=\'a,b\') for a command line only
+    assert line.replace("\\'", "'") == compose_message([override])
+    assert not (tmp_path / "run").exists()  # composition failed before a run folder was made
+    assert not (tmp_path / "sweep" / "0").exists()  # nor a job folder
+
+
+def test_bad_job_in_a_sweep_stops_the_multirun_before_any_job(tmp_path: Path) -> None:
+    proc = run_app("-m", "optimizer=adam,nope", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    line = one_error_line(proc)
+    assert line == f"error: optimizer: unknown option 'nope'; allowed: {options('optimizer')}"
+    assert not (tmp_path / "sweep" / "0").exists()  # the good job did not run either
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("optimizer=nope", ["Could not find 'optimizer/nope'", "\tcosine", "\tsgd"]),
-        ("optimizer.foo=1", ["Key 'foo' not in 'OptimizerConfig'", "full_key: optimizer.foo"]),
+        ("trainer.seed=-1", "error: trainer.seed: -1 is out of range; allowed: 0 <= trainer.seed"),
+        ("data.seed=-1", "error: data.seed: -1 is out of range; allowed: 0 <= data.seed"),
+        ("optimizer.lr=inf", "error: optimizer.lr: inf is not a finite number"),
+        ("optimizer.lr=nan", "error: optimizer.lr: nan is not a finite number"),
     ],
 )
-def test_hydra_rejects_unknown_options_and_keys(tmp_path: Path, override: str, expected) -> None:
-    proc = run_app(override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert proc.returncode != 0
-    for text in expected:
-        assert text in proc.stderr
-    assert not (tmp_path / "run").exists()  # composition failed before a run folder was made
+def test_bad_value_is_one_line_and_status_2(tmp_path: Path, override: str, expected: str) -> None:
+    proc = run_app(override, *TINY, "hydra.run.dir=run", cwd=tmp_path)
+    assert one_error_line(proc).startswith(expected)
+    assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
 @pytest.mark.slow

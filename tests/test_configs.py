@@ -8,6 +8,9 @@ path the sweeper uses; run.py's @hydra.main composes the same files.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,6 +159,14 @@ def test_hidden_stack_on_the_command_line(layers: str) -> None:
         (["scheduler=cyclic", "scheduler.mode=zigzag"], "scheduler.mode: unknown value 'zigzag'"),
         (["data=file"], "data.path: required"),
         (["optimizer=="], ""),  # an override Hydra cannot parse
+        (["optimizer.lr=interval(0"], "optimizer.lr=interval(0: cannot parse this override"),
+        (["optimizer=[adam,nope]"], "optimizer: unknown option 'nope'; allowed: adam, adamw"),
+        (["=3"], "Config group override must be a string"),  # was a ValueError traceback
+        (["data="], "data: unknown option ''; allowed: blobs, circles"),
+        (["trainer.seed=-1"], "trainer.seed: -1 is out of range; allowed: 0 <= trainer.seed <= "),
+        (["trainer.seed=4294967296"], "trainer.seed: 4294967296 is out of range"),
+        (["data.seed=-1"], "data.seed: -1 is out of range; allowed: 0 <= data.seed <= "),
+        (["optimizer.lr=inf"], "optimizer.lr: inf is not a finite number; allowed: 0.0 < "),
     ],
 )
 def test_bad_overrides_fail_with_one_line(overrides: list[str], expected: str) -> None:
@@ -187,3 +198,39 @@ def test_to_experiment_types_a_plain_dictconfig_and_drops_hydra() -> None:
         to_experiment(OmegaConf.create({"layers": {"width": 3}}))
     with pytest.raises(ConfigError, match=r"^optimizer\.lr: 0\.0 is out of range"):
         to_experiment(OmegaConf.create({"optimizer": {"lr": 0.0}}))
+
+
+def numeric_fields(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[type, str, str]]:
+    """(dataclass, field, dotted name) of every int or float field, from the type hints."""
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            out += numeric_fields(hint, f"{prefix}{f.name}.")
+        elif hint in (int, float, int | None, float | None):
+            out.append((cls, f.name, f"{prefix}{f.name}"))
+    return out
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=str)
+@pytest.mark.parametrize(
+    ("cls", "field", "name"), [pytest.param(*f, id=f[2]) for f in numeric_fields()]
+)
+def test_every_numeric_field_refuses_non_finite_values(cls, field, name, value) -> None:
+    """inf used to train and 'diverge' (optimizer.lr=inf): every number must be finite."""
+    with pytest.raises(ConfigError) as info:
+        cls(**{field: value})
+    assert str(info.value).startswith(f"{name}: {value!r} is not a finite number; allowed: ")
+
+
+def test_unique_dir_claims_a_new_folder_each_time(tmp_path) -> None:
+    from conf.schema import unique_dir
+
+    base = tmp_path / "runs" / "12-00-00"
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "12-00-00.1").write_text("a file where .1 would go")
+    got = [unique_dir(str(base)) for _ in range(3)]
+    assert got == [str(base), str(base) + ".2", str(base) + ".3"]
+    assert all(Path(g).is_dir() and not any(Path(g).iterdir()) for g in got)
+    with pytest.raises(ConfigError, match="needs a folder path"):
+        unique_dir("")

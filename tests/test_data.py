@@ -276,6 +276,17 @@ BAD_FILES = [
      r"^data\.task: classification needs integer or text labels"),
     ("x.csv", "a,label\n1,cat\n2,dog\n", {"task": "regression"},
      r"^data\.task: regression needs a numeric target"),
+    # a header and no rows used to be reported as "non-numeric feature columns"
+    ("x.csv", "a,b,label\n", {},
+     r"^data\.path: x\.csv has no rows \(only a header: a, b, label\)$"),
+    # inf in the label column used to train a regression on it (NaN loss, "diverged")
+    ("x.csv", "a,label\n1,inf\n2,1.5\n3,0.5\n", {},
+     r"^data\.path: x\.csv has inf in columns label$"),
+    ("x.csv", "a,label\n1,-inf\n2,1\n3,0\n", {}, r"^data\.path: x\.csv has inf in columns label$"),
+    ("x.csv", "a,label\n1,2\n2,1e999\n", {"task": "regression"}, r"has inf in columns label$"),
+    ("x.npz", {"X": np.zeros((10, 0)), "y": np.arange(10) % 2}, {},
+     r"^data\.path: x\.npz has X with shape \(10, 0\): no feature columns$"),
+    ("x.npz", {"X": np.zeros((0, 2)), "y": np.zeros(0)}, {}, r"^data\.path: x\.npz has no rows$"),
 ]
 
 
@@ -292,3 +303,66 @@ def test_make_dataset_reports_bad_arguments(tmp_path, capsys):
     assert "--out: unsupported extension" in capsys.readouterr().err
     assert make_dataset.main(["xor", "--n", "0", "--out", str(tmp_path / "x.npz")]) == 2
     assert "--n: 0 is out of range" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ sizes refused up front
+
+TERA = 10**12  # samples: terabytes of X on any machine
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["blobs", "--n", "1000000", "--features", str(10**8)],
+         "make_dataset: error: --n x --features: 1000000 x 100000000 would take about "),
+        (["moons", "--n", str(TERA)], f"make_dataset: error: --n: {TERA} samples would take "),
+        (["quantiles", "--n", "10", "--features", str(TERA)], "make_dataset: error: --n x --"),
+        (["blobs", "--n", "50", "--classes", "100"],
+         "make_dataset: error: --classes: 100 classes for 50 samples; allowed: --classes <= "),
+        (["spirals", "--n", "5", "--classes", "6"], "make_dataset: error: --classes: 6 classes"),
+        (["blobs", "--noise", "inf"], "make_dataset: error: --noise: inf is not a finite number"),
+        (["blobs", "--n", "abc"], "make_dataset: error: --n: invalid int value: 'abc'\n"),
+    ],
+)
+def test_make_dataset_refuses_sizes_before_allocating(tmp_path, capsys, args, expected):
+    out = tmp_path / "x.npz"
+    try:
+        code = make_dataset.main([*args, "--out", str(out)])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_the_issue_example_is_refused_when_it_does_not_fit(tmp_path, capsys):
+    from core.datasets import memory_bytes
+
+    need = 3 * 8 * 100_000 * 100_000  # X float64, about three copies while generating
+    if memory_bytes() is None or memory_bytes() >= need:
+        pytest.skip("this machine could generate it")
+    args = ["blobs", "--features", "100000", "--n", "100000", "--out", str(tmp_path / "x.npz")]
+    assert make_dataset.main(args) == 2
+    err = capsys.readouterr().err  # 2.4e11 bytes = 223.5 GiB
+    assert "--n x --features: 100000 x 100000 would take about 223.5 GB to generate" in err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"name": "moons", "n_samples": TERA}, rf"^data\.n_samples: {TERA} samples would take "),
+        ({"name": "blobs", "n_features": TERA}, r"^data\.n_samples x data\.n_features: 2000 x "),
+        ({"name": "blobs", "n_classes": 2001}, r"^data\.n_classes: 2001 classes for 2000 samples"),
+        ({"name": "spirals", "n_samples": 8, "n_classes": 9}, r"^data\.n_classes: 9 classes "),
+    ],
+)
+def test_generated_set_too_large_is_a_config_error(overrides, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_dataset(DataConfig(**overrides))
+
+
+def test_classes_equal_to_samples_is_fine(tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    assert make_dataset.main(["spirals", "--n", "3", "--classes", "3", "--out", str(out)]) == 0
+    assert np.load(out)["y"].tolist() == [0, 1, 2]

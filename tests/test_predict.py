@@ -289,12 +289,40 @@ def test_study_folder_resolves_to_its_best_model(runs, tmp_path):
         (["{digits}", "--boundary"], r"--boundary: needs 2-D data; .* has 64 features"),
         (["{moons}", "--input", "{missing}.csv"], r"--input: no such file"),
         (["{moons}", "--ensemble", "{moons}"], r"checkpoint: give one checkpoint"),
+        (
+            ["{moons}", "--boundary", "--resolution", "0"],
+            r"--resolution: 0 is out of range; allowed: 2 <= --resolution <= 2000",
+        ),
+        (["{moons}", "--boundary", "--resolution", "1"], r"--resolution: 1 is out of range"),
+        (["{moons}", "--boundary", "--resolution", "-5"], r"--resolution: -5 is out of range"),
+        (
+            ["{moons}", "--boundary", "--resolution", "100000"],
+            r"--resolution: 100000 is out of range",
+        ),
+        (["{moons}", "--grid", "0"], r"--grid: 0 is out of range; allowed: 1 <= --grid <= 30"),
+        (["{moons}", "--grid", "31"], r"--grid: 31 is out of range"),
+        (
+            ["{moons}", "--input", "{header_only}"],
+            r"--input: 'header\.csv' has no rows to predict",
+        ),
+        (["{moons}", "--x", "nan", "1"], r"--x: nan is not a finite number"),
+        (["{moons}", "--x", "1", "inf"], r"--x: inf is not a finite number"),
+        (
+            ["{moons}", "--grid", "2", "--out-dir", "{corrupt}"],
+            r"--out-dir: '.*corrupt\.npz' is a file",
+        ),
+        (
+            ["{moons}", "--input", "{corrupt}", "--out", "{corrupt}/p.csv"],
+            r"--out: '.*corrupt\.npz' is a file",
+        ),
     ],
 )
 def test_errors_are_one_line(runs, tmp_path, capsys, args, message):
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes((runs["moons"] / "model.npz").read_bytes()[:300])
-    paths = {"missing": tmp_path / "nope", "corrupt": corrupt, **runs}
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("x0,x1,label\n")
+    paths = {"missing": tmp_path / "nope", "corrupt": corrupt, "header_only": header_only, **runs}
     assert main([a.format(**paths) for a in args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("predict: error: ")
@@ -310,3 +338,25 @@ def test_predictor_rejects_a_changed_data_file(tmp_path):
     write_file(tmp_path / "d.csv", x * 2, (x[:, 0] > 0).astype(int))
     with pytest.raises(C.CheckpointError, match="does not match the standardization"):
         Predictor([C.load(tmp_path / "run" / "model.npz")], ["run"]).load_data()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--resolution", "abc"], "predict: error: --resolution: invalid int value: 'abc'\n"),
+        (["--split", "all"], "predict: error: --split: invalid choice: 'all'"),
+        (["--index", "1", "--x", "1"], "predict: error: --x: not allowed with argument --index\n"),
+    ],
+)
+def test_argparse_errors_are_one_line(runs, capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        main([str(runs["moons"]), *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("args", [["--boundary", "--resolution", "2"], ["--grid", "1"]])
+def test_smallest_figures_are_drawn(runs, tmp_path, args):
+    assert main([str(runs["moons"]), *args, "--out-dir", str(tmp_path / "new" / "dir")]) == 0
+    assert len(list((tmp_path / "new" / "dir").glob("*.png"))) == 1

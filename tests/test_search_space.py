@@ -103,3 +103,67 @@ def test_grid_needs_a_finite_space():
         parse_space({"params": {"optimizer.lr": "interval(0.1, 0.2)"}}).grid()
     grid = parse_space({"params": {"optimizer": "choice(sgd, adam)", "trainer.batch_size": "range(16, 49, 16)"}}).grid()
     assert grid == {"optimizer": ["sgd", "adam"], "trainer.batch_size": [16, 32, 48]}
+
+
+# ---------------------------------------------------------------- bad space files: one line each
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("params: 3\n", r"^search\.params: .* has the value 3; allowed: a mapping of key: expr"),
+        ("params:\n  - optimizer\n", r"^search\.params: .* has a list; allowed: a mapping"),
+        ("- params: {}\n", r"^search: .* holds a list; allowed: a mapping with keys params, "),
+        ("- a\n- b\n", r"^search: .* holds a list"),
+        ("layers: 3\n", r"^search\.layers: .* has the value 3; allowed: a mapping with depth"),
+        ("overrides: trainer.epochs=3\nparams:\n  optimizer: choice(sgd, adam)\n",
+         r"^search\.overrides: .* has the value 'trainer\.epochs=3'; allowed: a list"),
+        ("params:\n  optimizer: choice(sgd, adam)\nmetric: acc\n", r"^search\.metric: unknown value"),
+        ("params:\n  optimizer: choice(sgd, adam)\ndirection: up\n", r"^search\.direction: unknown"),
+        ("params: [\n", r"^search\.space: cannot read .* as YAML \(ParserError"),
+        ("params:\n  x: ${oops}\n", r"^search\.space: cannot read .* \(InterpolationKeyError"),
+        ("params:\n  optimizer.lr: interval(0, inf)\n", r"optimizer\.lr: .* bound that is not finite"),
+        ("params:\n  trainer.batch_size: range(16, 64, 0)\n", r"batch_size: .* has step 0"),
+    ],
+)
+def test_bad_space_file_is_one_clear_error(tmp_path, text, match):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match) as info:
+        load_space(str(path), CONF_DIR)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",  # an empty file
+        "params:\n",
+        "params: {}\n",
+        "overrides:\n  - trainer.epochs=3\n",
+        "params:\n  optimizer: adam\n  optimizer.lr: 0.01\n",  # fixed values only
+        "params:\n  optimizer: choice(adam)\n  trainer.batch_size: range(32, 33)\n",  # one value each
+    ],
+)
+def test_space_with_nothing_to_search_is_refused(tmp_path, text):
+    """N trials of one and the same model: refuse instead of running them."""
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"^search\.params: .* has nothing to search"):
+        load_space(str(path), CONF_DIR)
+
+
+def test_unreadable_space_file_is_one_clear_error(tmp_path):
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"^search\.space: cannot read .*IsADirectoryError"):
+        load_space(str(tmp_path / "dir.yaml"), CONF_DIR)
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00params")
+    with pytest.raises(ConfigError, match=r"^search\.space: cannot read .*UnicodeDecodeError"):
+        load_space(str(tmp_path / "bin.yaml"), CONF_DIR)
+
+
+def test_a_fixed_value_beside_a_searched_one_is_fine():
+    space = parse_space({"params": {"layers.hidden": [64, 32], "optimizer": "choice(sgd, adam)"}})
+    assert space.params["layers.hidden"] == [64, 32]
+    only_layers = parse_space({"layers": {"depth": "range(1, 3)", "units": "choice(8)"}})
+    assert only_layers.depth is not None
