@@ -62,6 +62,7 @@ def build(cfg: ExperimentConfig, ds: Dataset):
     """Network spec and initial parameters for this config and data set."""
     loss = resolve_loss(cfg.trainer.loss, ds)
     spec = build_spec(cfg.layers, cfg.regularization, n_in=ds.n_features, n_out=n_outputs(loss, ds), loss=loss)
+    _check_size(spec, cfg)
     L = cfg.layers
     params = init_params(
         spec, init=L.init, distribution=L.distribution, scale=L.init_scale, seed=cfg.trainer.seed, dtype=cfg.trainer.dtype
@@ -94,6 +95,25 @@ _CONTROLLER = None
 def blas_limit(cfg: ExperimentConfig, spec):
     """A context that holds every loaded BLAS at ``blas_threads(cfg, spec)`` threads."""
     return _threads(blas_threads(cfg, spec))
+
+
+# an engine holds the parameters, their gradient, two optimizer moments and a best-weights
+# copy, plus one (batch, units) activation buffer per layer: about PARAM_COPIES x the params
+PARAM_COPIES = 6
+
+
+def _check_size(spec, cfg: ExperimentConfig) -> None:
+    """Refuse a network that cannot fit in this machine's memory, before allocating it."""
+    from .datasets import memory_bytes
+
+    have = memory_bytes()
+    itemsize = 4 if cfg.trainer.dtype == "float32" else 8
+    need = PARAM_COPIES * itemsize * spec.n_params
+    if have is not None and need > have:
+        raise ConfigError(
+            f"layers.hidden: {list(cfg.layers.hidden)} makes {spec.n_params:,} parameters, about "
+            f"{need / 2**30:.1f} GB to train; this machine has {have / 2**30:.1f} GB"
+        )
 
 
 def _threads(n: int | None):

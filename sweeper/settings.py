@@ -143,7 +143,8 @@ def create_study(settings: StudySettings, *, session: int = 0, retries: int = 5)
             last = e
             time.sleep(0.2 * (attempt + 1))
     else:
-        raise ConfigError(f"--storage: could not create or load study {settings.name!r}: {last}")
+        raise ConfigError(f"--storage: could not create or load study {settings.name!r}: "
+                          f"{S.scrub(str(last), settings.storage)}")
     actual = study.direction.name.lower()
     if actual != settings.direction:
         raise ConfigError(

@@ -113,3 +113,19 @@ def test_digits_quality_bar():
     print(f"digits: test acc {summary['test_accuracy']:.4f}, epochs {summary['epochs_run']}, "
           f"{time.perf_counter() - t0:.2f} s")
     assert summary["test_accuracy"] >= 0.95
+
+
+def test_a_network_larger_than_memory_is_one_line_before_allocating():
+    import pytest
+
+    from core.config import ConfigError, LayersConfig
+    from core.datasets import memory_bytes
+    from core.experiment import run
+
+    cfg = tiny_config(data="moons")
+    width = 100_000
+    cfg.layers = LayersConfig(hidden=[width, width], activation="tanh")
+    n_params = (2 * width + width) + (width * width + width) + (width * 2 + 2)  # moons: 2 in, 2 out
+    with pytest.raises(ConfigError, match=rf"layers.hidden: \[{width}, {width}\] makes {n_params:,} "):
+        run(cfg, plot=False)
+    assert 6 * 4 * n_params > memory_bytes()
