@@ -70,7 +70,8 @@ def progress(epochs: int) -> Callable[[dict], str | None]:
 
 
 def train(cfg: DictConfig, out_dir: str | Path | None, *, live: bool = False) -> dict[str, Any]:
-    """Validate the composed config, train, write the run folder; return the summary.
+    """Validate the composed config, train, write the run folder and draw its curves.png;
+    return the summary.
 
     ``live``: a single run in a terminal shows the progress line and redraws curves.png
     while it trains (``view=...``); multirun jobs log ten epoch lines instead.
@@ -92,6 +93,10 @@ def train(cfg: DictConfig, out_dir: str | Path | None, *, live: bool = False) ->
         reason = summary["stop_reason"]
     finally:
         close_callbacks(callbacks, reason)
+    if out_dir is not None:
+        from core.plots import plot_run_curves
+
+        plot_run_curves(out_dir, summary)
     return summary
 
 

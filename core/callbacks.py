@@ -43,7 +43,7 @@ class LiveCurves:
     core.plots.plot_curves saves to a temporary file in the same folder and renames it over
     curves.png (os.replace is atomic on one file system), so a viewer that reloads the file
     sees the previous figure or the new one, never half of one. A redraw costs ~0.3 s, so
-    ``min_seconds`` bounds how often fast runs pay it; run() draws the final figure anyway.
+    ``min_seconds`` bounds how often fast runs pay it; run.py draws the final figure anyway.
     """
 
     def __init__(

@@ -8,7 +8,6 @@ callbacks) and writes into ``out_dir``:
   metrics.csv           one row per epoch: fold means, plus val_loss_fold<i>, val_accuracy_fold<i>
   summary.json          run's keys (val_* = fold means), cv_folds, per-fold metrics, refit_*
   model_fold<i>.npz     fold i's network, standardized on its training part (core.checkpoint)
-  curves.png            the mean curves
 The final model built from a cross-validation is in core.final_model.
 """
 
@@ -140,7 +139,6 @@ def run_cv(
     callbacks: tuple[Callback, ...] | list[Callback] = (),
     out_dir: str | Path | None = None,
     evaluate_test: bool = False,
-    plot: bool = True,
 ) -> dict[str, Any]:
     """K-fold cross-validate ``cfg``; return the summary (also written to out_dir).
 
@@ -203,7 +201,7 @@ def run_cv(
         out = Path(out_dir)
         names = [f"model_fold{i}.npz" for i in range(k)]
         summary["fold_checkpoints"] = names
-        write_run_files(out, cfg, result, summary, plot=plot)
+        write_run_files(out, cfg, result, summary)
         for name, member in zip(names, members):
             C.save(out / name, member)
     return summary

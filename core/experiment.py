@@ -5,7 +5,7 @@ writes into ``out_dir`` (when given):
   metrics.csv   one row per epoch
   summary.json  final train/val/test metrics, best epoch, stop reason, seconds, engine, config
   model.npz     the checkpoint (best weights when early stopping restores them)
-  curves.png    loss, accuracy and lr against epoch
+Drawing the curves is the caller's (run.py draws curves.png with app.figures).
 """
 
 from __future__ import annotations
@@ -174,7 +174,6 @@ def run(
     *,
     out_dir: str | Path | None = None,
     callbacks: tuple[Callback, ...] | list[Callback] = (),
-    plot: bool = True,
     evaluate_test: bool = True,
 ) -> dict[str, Any]:
     """Train one network as configured; return the summary (also written to out_dir).
@@ -200,7 +199,7 @@ def run(
             engine.close()
     summary = make_summary(cfg, result, final, engine_name, spec.n_params, ds, time.perf_counter() - start)
     if out_dir is not None:
-        write_outputs(Path(out_dir), cfg, result, summary, final_params, spec, ds, plot=plot)
+        write_outputs(Path(out_dir), cfg, result, summary, final_params, spec, ds)
     return summary
 
 
@@ -268,23 +267,16 @@ def checkpoint_of(params: np.ndarray, spec, ds: Dataset, cfg: ExperimentConfig, 
     return C.Checkpoint(params, spec, ds.mean, ds.std, ds.task, ds.classes, json_safe({**base, **meta}))
 
 
-def write_run_files(out: Path, cfg: ExperimentConfig, result: FitResult, summary: dict, *, plot: bool) -> None:
-    """metrics.csv, summary.json (with the config) and, if ``plot``, curves.png."""
+def write_run_files(out: Path, cfg: ExperimentConfig, result: FitResult, summary: dict) -> None:
+    """metrics.csv and summary.json (with the config)."""
     out.mkdir(parents=True, exist_ok=True)
     write_rows(result.history, out / "metrics.csv")
     (out / "summary.json").write_text(json.dumps(json_safe({**summary, "config": config_dict(cfg)}), indent=2))
-    if plot and result.history:
-        import pandas as pd
-
-        from .plots import plot_curves
-
-        title = f"{summary['dataset']}: {summary['stop_reason']} after {len(result.history)} epochs"
-        plot_curves(pd.DataFrame(result.history), out / "curves.png", title=title)
 
 
 def write_outputs(
-    out: Path, cfg: ExperimentConfig, result: FitResult, summary: dict, params: np.ndarray, spec, ds: Dataset, *, plot: bool
+    out: Path, cfg: ExperimentConfig, result: FitResult, summary: dict, params: np.ndarray, spec, ds: Dataset
 ) -> None:
     """write_run_files and model.npz."""
-    write_run_files(out, cfg, result, summary, plot=plot)
+    write_run_files(out, cfg, result, summary)
     C.save(out / "model.npz", checkpoint_of(params, spec, ds, cfg))

@@ -55,7 +55,6 @@ def refit(
     callbacks: tuple[Callback, ...] | list[Callback] = (),
     out_dir: str | Path | None = None,
     evaluate_test: bool = True,
-    plot: bool = True,
 ) -> dict[str, Any]:
     """Train ``cfg`` on train+val for ``epochs`` epochs; return run's summary keys (val NaN).
 
@@ -95,7 +94,7 @@ def refit(
     summary["refit_epochs"] = epochs
     if out_dir is not None:
         out = Path(out_dir)
-        write_run_files(out, run_cfg, result, summary, plot=plot)
+        write_run_files(out, run_cfg, result, summary)
         ckpt = checkpoint_of(final_params, spec, ds, run_cfg, standardized_on="train+val")
         C.save(out / "model.npz", ckpt)
     return summary

@@ -58,3 +58,13 @@ def plot_curves(metrics: pd.DataFrame, path: str | Path, *, title: str = "") -> 
     save_figure(fig, Path(path))
     plt.close(fig)
     return Path(path)
+
+
+def plot_run_curves(run_dir: str | Path, summary: dict) -> Path | None:
+    """curves.png of a finished run folder, from its metrics.csv; the title says how training
+    ended (``summary`` is what core.experiment.run returned). None when no epoch ran."""
+    run_dir = Path(run_dir)
+    if not summary.get("epochs_run"):
+        return None
+    title = f"{summary['dataset']}: {summary['stop_reason']} after {summary['epochs_run']} epochs"
+    return plot_curves(pd.read_csv(run_dir / "metrics.csv"), run_dir / "curves.png", title=title)

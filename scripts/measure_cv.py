@@ -85,9 +85,9 @@ def measure(cfg, k: int, *, refit: bool = True) -> dict[str, float]:
     from core.experiment import run
     from core.final_model import fold_ensemble, refit_from_summary
 
-    single = run(cfg, plot=False)
+    single = run(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        cv = run_cv(cfg, k, out_dir=tmp, evaluate_test=True, plot=False)
+        cv = run_cv(cfg, k, out_dir=tmp, evaluate_test=True)
         predictor = fold_ensemble(tmp)
         X_raw, y = raw_test_split(cfg.data, cfg.trainer.dtype)
         members = [np.mean(S.argmax(axis=1) == y) for S in predictor.member_scores_raw(X_raw)]
@@ -102,7 +102,7 @@ def measure(cfg, k: int, *, refit: bool = True) -> dict[str, float]:
         "cv_best_epoch": cv["best_epoch"],
     }
     if refit:
-        row["refit"] = refit_from_summary(cfg, cv, plot=False)["test_accuracy"]
+        row["refit"] = refit_from_summary(cfg, cv)["test_accuracy"]
     return row
 
 

@@ -57,11 +57,11 @@ def train_final(overrides: list[str], cv: int, out: Path) -> None:
     if cv > 1:
         from core.crossval import run_cv
 
-        run_cv(cfg, cv, out_dir=out, evaluate_test=False, plot=False)
+        run_cv(cfg, cv, out_dir=out, evaluate_test=False)
     else:
         from core.experiment import run
 
-        run(cfg, out_dir=out, plot=False, evaluate_test=False)
+        run(cfg, out_dir=out, evaluate_test=False)
 
 
 def test_metrics(run_dir: Path) -> dict[str, Any]:

@@ -94,9 +94,9 @@ class Objective:
         if self.cv > 1:
             from core.crossval import run_cv
 
-            summary = run_cv(cfg, self.cv, out_dir=out, callbacks=[report], plot=False)
+            summary = run_cv(cfg, self.cv, out_dir=out, callbacks=[report])
         else:
-            summary = run_experiment(cfg, out_dir=out, callbacks=[report], plot=False, evaluate_test=False)
+            summary = run_experiment(cfg, out_dir=out, callbacks=[report], evaluate_test=False)
         run.update({key: _finite(summary[key]) for key in RUN_KEYS})
         if summary["stop_reason"] == "pruned":
             raise optuna.TrialPruned(f"pruned at epoch {summary['epochs_run']}")

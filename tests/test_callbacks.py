@@ -63,7 +63,7 @@ def test_live_curves_replace_the_png_atomically_every_epoch(tmp_path, monkeypatc
     thread = threading.Thread(target=viewer)
     thread.start()
     try:
-        run(tiny_config(epochs=4), out_dir=tmp_path, callbacks=[live, after_live], plot=False)
+        run(tiny_config(epochs=4), out_dir=tmp_path, callbacks=[live, after_live])
     finally:
         stop.set()
         thread.join()
@@ -127,7 +127,7 @@ def _stopped_run(tmp_path, stream) -> tuple[list[str], pd.DataFrame]:
     callbacks = [bar, stop_at_2]
     summary = {"stop_reason": "error"}
     try:
-        summary = run(tiny_config(epochs=3), out_dir=tmp_path, callbacks=callbacks, plot=False)
+        summary = run(tiny_config(epochs=3), out_dir=tmp_path, callbacks=callbacks)
     finally:
         close_callbacks(callbacks, summary["stop_reason"])
     assert summary["stop_reason"] == "early_stopping" and summary["epochs_run"] == 2

@@ -126,7 +126,7 @@ def _independent_folds(cfg, k):
 def test_run_cv_reports_the_mean_of_independent_fold_fits():
     cfg = tiny_config(epochs=6, hidden=(16,))
     seen = []
-    summary = run_cv(cfg, 4, callbacks=[seen.append], plot=False)
+    summary = run_cv(cfg, 4, callbacks=[seen.append])
     runs = _independent_folds(cfg, 4)
     assert len(seen) == 6
     for e, row in enumerate(seen):
@@ -142,7 +142,7 @@ def test_run_cv_early_stopping_and_pruning_act_on_the_mean():
     cfg = tiny_config(epochs=60, hidden=(32,), lr=0.05, batch_size=8)
     cfg.data.noise = 0.35
     cfg.trainer.early_stopping = EarlyStoppingConfig(enabled=True, patience=4)
-    summary = run_cv(cfg, 3, plot=False)
+    summary = run_cv(cfg, 3)
     plain = replace(cfg, trainer=replace(cfg.trainer, early_stopping=EarlyStoppingConfig(False)))
     mean = np.mean([[r["val_loss"] for r in h] for h, _ in _independent_folds(plain, 3)], axis=0)
     best = int(np.argmin(mean[: summary["epochs_run"]])) + 1
@@ -151,7 +151,7 @@ def test_run_cv_early_stopping_and_pruning_act_on_the_mean():
     assert summary["epochs_run"] == best + 4
     assert summary["val_loss"] == pytest.approx(mean[best - 1], rel=1e-6)  # restored folds
 
-    pruned = run_cv(cfg, 3, plot=False,
+    pruned = run_cv(cfg, 3,
                     callbacks=[lambda row: "pruned" if row["val_loss"] < mean[2] else None])
     assert pruned["stop_reason"] == "pruned"
     assert pruned["epochs_run"] == int(np.argmax(mean < mean[2])) + 1
@@ -159,7 +159,7 @@ def test_run_cv_early_stopping_and_pruning_act_on_the_mean():
 
 def test_fold_ensemble_averages_member_probabilities(tmp_path):
     cfg = tiny_config(epochs=5, hidden=(16,), data="spirals")
-    summary = run_cv(cfg, 3, out_dir=tmp_path, evaluate_test=True, plot=False)
+    summary = run_cv(cfg, 3, out_dir=tmp_path, evaluate_test=True)
     assert summary["fold_checkpoints"] == [f"model_fold{i}.npz" for i in range(3)]
     assert {"metrics.csv", "summary.json"} <= {p.name for p in tmp_path.iterdir()}
     predictor = fold_ensemble(tmp_path)
@@ -194,7 +194,7 @@ def test_fold_ensemble_averages_member_probabilities(tmp_path):
 
 def test_refit_trains_on_train_val_for_the_given_epochs(tmp_path):
     cfg = tiny_config(epochs=9, hidden=(16,))
-    summary = refit(cfg, 4, out_dir=tmp_path, plot=False)
+    summary = refit(cfg, 4, out_dir=tmp_path)
     assert summary["epochs_run"] == 4 and summary["stop_reason"] == "refit_epochs"
     assert np.isnan(summary["val_loss"]) and np.isfinite(summary["test_accuracy"])
     ds = refit_data(cfg.data)
@@ -214,10 +214,10 @@ def test_refit_replays_the_cross_validation_lr_schedule():
     cfg = tiny_config(epochs=12, optimizer="sgd", lr=0.1)
     cfg.scheduler = SchedulerConfig(name="plateau", patience=0, factor=0.5, threshold=0.05)
     cv_rows = []
-    summary = run_cv(cfg, 3, callbacks=[cv_rows.append], plot=False)
+    summary = run_cv(cfg, 3, callbacks=[cv_rows.append])
     assert len(set(summary["refit_base_lrs"])) > 1  # the plateau did cut the lr
     refit_rows = []
-    refit_from_summary(cfg, summary, callbacks=[refit_rows.append], plot=False)
+    refit_from_summary(cfg, summary, callbacks=[refit_rows.append])
     n = summary["refit_epochs"]
     assert [r["lr"] for r in refit_rows] == [r["lr"] for r in cv_rows[:n]]
 

@@ -18,7 +18,7 @@ from tests.helpers import tiny_config
 
 def test_run_writes_metrics_summary_and_checkpoint(tmp_path):
     cfg = tiny_config(epochs=3)
-    summary = run(cfg, out_dir=tmp_path, plot=False)
+    summary = run(cfg, out_dir=tmp_path)
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2, 3]
     saved = json.loads((tmp_path / "summary.json").read_text())
@@ -37,7 +37,7 @@ def test_run_writes_metrics_summary_and_checkpoint(tmp_path):
 
 
 def test_checkpoint_round_trip_is_exact(tmp_path):
-    run(tiny_config(epochs=2), out_dir=tmp_path, plot=False)
+    run(tiny_config(epochs=2), out_dir=tmp_path)
     a = C.load(tmp_path / "model.npz")
     C.save(tmp_path / "copy.npz", a)
     b = C.load(tmp_path / "copy.npz")
@@ -49,7 +49,7 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
 
 
 def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path):
-    run(tiny_config(epochs=1), out_dir=tmp_path, plot=False)
+    run(tiny_config(epochs=1), out_dir=tmp_path)
     good = tmp_path / "model.npz"
     with pytest.raises(C.CheckpointError, match="no such file"):
         C.load(tmp_path / "nope.npz")
@@ -82,7 +82,7 @@ def test_targets_encoding():
 def test_other_losses_train(loss, tmp_path):
     cfg = tiny_config(epochs=40, lr=0.02, hidden=(16,))
     cfg.trainer.loss = loss
-    summary = run(cfg, plot=False)
+    summary = run(cfg)
     assert summary["val_accuracy"] > 0.8
 
 
@@ -109,7 +109,7 @@ def test_digits_quality_bar():
     cfg.trainer.early_stopping.enabled = True
     cfg.trainer.early_stopping.patience = 8
     t0 = time.perf_counter()
-    summary = run(cfg, plot=False)
+    summary = run(cfg)
     print(f"digits: test acc {summary['test_accuracy']:.4f}, epochs {summary['epochs_run']}, "
           f"{time.perf_counter() - t0:.2f} s")
     assert summary["test_accuracy"] >= 0.95
@@ -127,5 +127,5 @@ def test_a_network_larger_than_memory_is_one_line_before_allocating():
     cfg.layers = LayersConfig(hidden=[width, width], activation="tanh")
     n_params = (2 * width + width) + (width * width + width) + (width * 2 + 2)  # moons: 2 in, 2 out
     with pytest.raises(ConfigError, match=rf"layers.hidden: \[{width}, {width}\] makes {n_params:,} "):
-        run(cfg, plot=False)
+        run(cfg)
     assert 6 * 4 * n_params > memory_bytes()

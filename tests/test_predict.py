@@ -51,7 +51,7 @@ def _train(out, data: str, *, seed: int = 0, epochs: int = 4, hidden=(8,)):
     cfg = tiny_config(data=data, epochs=epochs, hidden=hidden)
     cfg.trainer = TrainerConfig(epochs=epochs, batch_size=32, seed=seed)
     cfg.trainer.early_stopping.enabled = False
-    run(cfg, out_dir=out, plot=False)
+    run(cfg, out_dir=out)
     return out
 
 
@@ -178,7 +178,7 @@ def test_regression_predictions_are_values(tmp_path):
     write_file(tmp_path / "curve.npz", x, np.sin(x[:, 0]) + 0.5 * x[:, 0])
     cfg = tiny_config(data="moons", epochs=3)
     cfg.data = DataConfig(name="file", path=str(tmp_path / "curve.npz"))
-    run(cfg, out_dir=tmp_path / "run", plot=False)
+    run(cfg, out_dir=tmp_path / "run")
     assert (
         main(
             [
@@ -334,7 +334,7 @@ def test_predictor_rejects_a_changed_data_file(tmp_path):
     write_file(tmp_path / "d.csv", x, (x[:, 0] > 0).astype(int))
     cfg = tiny_config(epochs=1)
     cfg.data = DataConfig(name="file", path=str(tmp_path / "d.csv"))
-    run(cfg, out_dir=tmp_path / "run", plot=False)
+    run(cfg, out_dir=tmp_path / "run")
     write_file(tmp_path / "d.csv", x * 2, (x[:, 0] > 0).astype(int))
     with pytest.raises(C.CheckpointError, match="does not match the standardization"):
         Predictor([C.load(tmp_path / "run" / "model.npz")], ["run"]).load_data()

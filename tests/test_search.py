@@ -356,7 +356,7 @@ def test_best_config_reruns_to_the_trials_validation_result_and_ints_stay_ints(t
     study = run_study(s, progress=False)
     summary = write_report(study, s.dir, plots=False)
     cfg = to_experiment(OmegaConf.load(s.dir / "best" / "config.yaml"))
-    again = run(cfg, plot=False, evaluate_test=False)
+    again = run(cfg, evaluate_test=False)
     assert again["val_accuracy"] == summary["val_accuracy"] and again["val_loss"] == pytest.approx(summary["val_loss"])
     line = summary["run_command"]
     assert line.startswith("python run.py ") and "engine.threads" not in line
