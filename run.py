@@ -8,7 +8,7 @@
 A single run writes metrics.csv, summary.json, model.npz and curves.png into
 outputs/runs/<date>/<time>/; a multirun writes one such folder per job under
 outputs/multiruns/<date>/<time>/<job>/ plus results.csv and comparison plots
-(sweeper.multirun.MultirunResults, registered in conf/hydra/default.yaml). A run started in
+(app.multirun.MultirunResults, registered in conf/hydra/default.yaml). A run started in
 a second another run already took gets <time>.1 (.2, ...): never a folder in use.
 
 ``main`` returns the validation metric (val_accuracy for classification, val_loss for
@@ -18,7 +18,7 @@ multirun the job is recorded as failed (error.txt) and the other jobs go on.
 
 Bad overrides (an unknown option or key, a wrong type, a grammar error) fail while Hydra
 composes, before ``main`` runs: ``cli`` turns them into the same one line and status 2 as
-``search.py`` (conf.schema.config_error), in a single run, a multirun (Hydra composes every
+``search.py`` (app.compose.config_error), in a single run, a multirun (Hydra composes every
 job before launching any), and with ``--cfg``. It asks Hydra for the exception through its
 documented switch HYDRA_FULL_ERROR=1 rather than parsing the command line a second time, so
 every Hydra flag (``--help``, ``--cfg``, ``-m``, ``-sc``, ``-cn``...) keeps working unchanged.
@@ -38,7 +38,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from conf.schema import COMPOSE_ERRORS, config_error, register, release_claimed, to_experiment
+from app.compose import COMPOSE_ERRORS, config_error, register, release_claimed, to_experiment
+from app.live import shown
 from core.config import ConfigError
 
 log = logging.getLogger("nnsweep")
@@ -77,7 +78,7 @@ def train(cfg: DictConfig, out_dir: str | Path | None, *, live: bool = False) ->
     while it trains (``view=...``); multirun jobs log ten epoch lines instead.
     """
     exp = to_experiment(cfg)  # ConfigError before any data is loaded
-    from core.callbacks import close_callbacks, default_callbacks
+    from app.live import close_callbacks, default_callbacks
     from core.experiment import run  # numpy/pandas only when actually training
 
     v = exp.view
@@ -94,25 +95,17 @@ def train(cfg: DictConfig, out_dir: str | Path | None, *, live: bool = False) ->
     finally:
         close_callbacks(callbacks, reason)
     if out_dir is not None:
-        from core.plots import plot_run_curves
+        from app.figures import plot_run_curves
 
         plot_run_curves(out_dir, summary)
     return summary
-
-
-def _shown(path: Path) -> str:
-    """The path relative to the working directory when it is below it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def _record_failure(out_dir: Path, message: str, detail: str) -> None:
     """A failed multirun job: error.txt tells results.csv why (no summary.json is written)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "error.txt").write_text(f"{message}\n\n{detail}")
-    print(f"error: {message} (job folder {_shown(out_dir)})", file=sys.stderr)
+    print(f"error: {message} (job folder {shown(out_dir)})", file=sys.stderr)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -146,7 +139,7 @@ def main(cfg: DictConfig) -> float:
     print(
         f"{test} after {summary['epochs_run']} epochs ({summary['stop_reason']}, "
         f"{summary['seconds']:.1f} s, engine {summary['engine']}); results in "
-        f"{_shown(out_dir)}{os.sep}"
+        f"{shown(out_dir)}{os.sep}"
     )
     return metric
 

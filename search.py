@@ -128,7 +128,7 @@ def cv_arg(text: str) -> int | str:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from conf.schema import CONF_DIR, compose_experiment
+    from app.compose import CONF_DIR, compose_experiment
     from sweeper.space import load_space
     from sweeper.settings import StudySettings, auto_folds
 
@@ -197,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         from sweeper.report import write_report
         from sweeper.study import run_study
-        from sweeper.storage import describe
+        from sweeper.storage import describe_storage
 
         print(f"study {settings.name!r}: {settings.trials} trials, space {settings.space.source}, "
-              f"storage {describe(settings.storage, settings.dir)}", file=sys.stderr)
+              f"storage {describe_storage(settings.storage, settings.dir)}", file=sys.stderr)
         study = run_study(settings, progress=not args.quiet)
         summary = write_report(study, settings.dir, plots=not args.no_plots)
     except ConfigError as e:

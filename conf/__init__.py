@@ -1,4 +1,4 @@
-"""Hydra configuration of nnsweep: YAML option groups plus the typed schema (``conf.schema``).
+"""nnsweep's Hydra config groups: YAML files only, composed by ``app.compose``.
 
-A package so ``conf.schema`` is importable and the YAML files ship with ``pip install``.
+A package so the YAML files ship with ``pip install`` and ``app.compose`` finds them.
 """

@@ -2,7 +2,7 @@
 
 These dataclasses are the single source of truth for option names, defaults and valid
 ranges. The core receives them directly; the Hydra app registers the very same classes in
-its ConfigStore (``conf/schema.py``), so a wrong type or unknown key fails at compose time
+its ConfigStore (``app/compose.py``), so a wrong type or unknown key fails at compose time
 and an out-of-range value fails in ``__post_init__`` with the field's dotted name.
 """
 

@@ -74,7 +74,7 @@ RANKING_CONFIGS = {
 
 
 def compose(overrides: list[str], seed: int):
-    from conf.schema import compose_experiment
+    from app.compose import compose_experiment
 
     return compose_experiment([*BASE, *overrides, f"data.seed={seed}"])[1]
 

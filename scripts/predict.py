@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> None:
             f"{args.split}[{i}] of {predictor.dataset} ({name})",
         )
     if args.grid is not None:
-        from core.predict_plots import plot_grid
+        from app.predict_figures import plot_grid
 
         s = split()
         path = plot_grid(
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> None:
         )
         print(f"wrote {path}")
     if args.boundary:
-        from core.predict_plots import plot_boundary
+        from app.predict_figures import plot_boundary
 
         if predictor.n_features != 2:  # before rebuilding the data
             raise ConfigError(
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> None:
         )
         print(f"wrote {path}")
     if args.confusion:
-        from core.predict_plots import plot_confusion
+        from app.predict_figures import plot_confusion
 
         s = split()
         path = out_dir / f"{prefix}confusion_{args.split}.png"

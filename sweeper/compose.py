@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from conf.schema import compose_config, compose_experiment, to_experiment
+from app.compose import compose_config, compose_experiment, to_experiment
 from core.config import ConfigError, ExperimentConfig
 
 

@@ -51,7 +51,7 @@ def select_best(study):
 def train_final(overrides: list[str], cv: int, out: Path) -> None:
     """Train a configuration the way the study's trials were (K folds, or hold-out) into
     ``out``, without touching the test split."""
-    from conf.schema import compose_experiment
+    from app.compose import compose_experiment
 
     _, cfg = compose_experiment(overrides)
     if cv > 1:
@@ -118,7 +118,7 @@ def final_model(best, study_dir: Path, cv: int) -> dict[str, Any]:
 def baseline(overrides: list[str], study_dir: Path, cv: int) -> dict[str, Any]:
     """The default configuration, trained like the trials into baseline/ (once: reused while
     its composed config is unchanged) and evaluated on the test split."""
-    from conf.schema import compose_experiment
+    from app.compose import compose_experiment
     from core.experiment import config_dict, json_safe
 
     out = study_dir / "baseline"

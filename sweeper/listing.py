@@ -12,12 +12,12 @@ def study_rows(root: Path, storage_url: str | None = None) -> list[dict]:
     """One row per study: name, where, trials by state, best value, last update."""
     import optuna
 
-    from .storage import describe, open_storage
+    from .storage import describe_storage, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sources: list[tuple[str, object]] = []
     if storage_url:
-        sources.append((describe(storage_url, root), open_storage(storage_url, root)))
+        sources.append((describe_storage(storage_url, root), open_storage(storage_url, root)))
     for journal in sorted(Path(root).glob("*/journal.log")):
         sources.append((str(journal.parent), open_storage(None, journal.parent)))
     rows = []

@@ -17,15 +17,15 @@ STATE_COLORS = {"COMPLETE": "tab:blue", "PRUNED": "tab:orange", "FAIL": "tab:red
 def _setup():
     import seaborn as sns
 
-    from core.plots import _pyplot
+    from app.figures import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     sns.set_theme(style="whitegrid", context="notebook")
     return plt, sns
 
 
 def _save(fig, path: Path) -> Path:
-    from core.plots import save_figure
+    from app.figures import save_figure
 
     save_figure(fig, path)
     import matplotlib.pyplot as plt
@@ -135,7 +135,7 @@ def _focus(ax, values: pd.Series, maximize: bool) -> None:
                 ha="right", va="bottom" if maximize else "top", fontsize=8, color="0.4")
 
 
-def plot_curves(study, epochs: pd.DataFrame, path: Path) -> Path:
+def plot_trial_curves(study, epochs: pd.DataFrame, path: Path) -> Path:
     plt, sns = _setup()
     metric = study.user_attrs.get("metric", "objective")
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -225,7 +225,7 @@ def plot_study(study, trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> 
     imp = importances(study)
     paths = [
         plot_history(study, trials, out / "history.png"),
-        plot_curves(study, epochs, out / "curves.png"),
+        plot_trial_curves(study, epochs, out / "curves.png"),
         plot_importance(study, imp, out / "importance.png"),
         plot_heatmap(study, trials, imp, out / "heatmap.png"),
     ]

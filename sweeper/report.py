@@ -115,7 +115,7 @@ def write_config(overrides: list[str], out: Path) -> str:
 
     from omegaconf import OmegaConf
 
-    from conf.schema import compose_experiment
+    from app.compose import compose_experiment
 
     cfg, _ = compose_experiment(overrides)
     out.mkdir(parents=True, exist_ok=True)

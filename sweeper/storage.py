@@ -38,7 +38,8 @@ def is_local(url: str | None) -> bool:
     return not url or not is_rdb(url) or url.startswith("sqlite")
 
 
-def describe(url: str | None, study_dir: Path) -> str:
+def describe_storage(url: str | None, study_dir: Path) -> str:
+    """Where a study is kept, for a message: the URL without secrets, or the journal file."""
     return redact(url) if url else str(study_dir / "journal.log")
 
 

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conf.schema import compose_experiment
+from app.compose import compose_experiment
+from app.multirun import labels, write_results
 from core.config import ConfigError, OptimizerConfig, SchedulerConfig
 from core.schedules import ReduceLROnPlateau, lr_at
-from sweeper.multirun import labels, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ["metrics.csv", "summary.json", "model.npz", "curves.png"]

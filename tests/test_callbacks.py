@@ -10,7 +10,7 @@ import threading
 import pandas as pd
 import pytest
 
-from core.callbacks import (
+from app.live import (
     InteractivePlot,
     LiveCurves,
     ProgressBar,

@@ -7,7 +7,7 @@ import dataclasses
 import optuna
 import pytest
 
-from conf.schema import CONF_DIR, compose_experiment
+from app.compose import CONF_DIR, compose_experiment
 from core.config import ConfigError
 from sweeper.compose import ComposeCache
 from sweeper.space import load_space

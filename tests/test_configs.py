@@ -1,7 +1,7 @@
 """conf/: every option of every group composes, validates and builds the core objects.
 
 Options are listed from the conf/ folders, so a new YAML file is covered without editing this
-file. Composition goes through conf.schema.compose_experiment (Hydra's compose API), the same
+file. Composition goes through app.compose.compose_experiment (Hydra's compose API), the same
 path the sweeper uses; run.py's @hydra.main composes the same files.
 """
 
@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conf.schema import CONF_DIR, compose_experiment, register, to_experiment
+from app.compose import CONF_DIR, compose_experiment, register, to_experiment
 from core.config import ConfigError, ExperimentConfig, SchedulerConfig
 from core.data import load_dataset
 from core.engines import ENGINE_CLASSES, cuda_available, make_engine, resolve_engine
@@ -224,7 +224,7 @@ def test_every_numeric_field_refuses_non_finite_values(cls, field, name, value) 
 
 
 def test_unique_dir_claims_a_new_folder_each_time(tmp_path) -> None:
-    from conf.schema import unique_dir
+    from app.compose import unique_dir
 
     base = tmp_path / "runs" / "12-00-00"
     (tmp_path / "runs").mkdir()

@@ -233,7 +233,7 @@ def test_moons_grid_boundary_and_confusion(runs, tmp_path):
 
 
 def test_digits_grid_and_confusion_values(runs, tmp_path):
-    from core.predict_plots import plot_confusion, plot_grid
+    from app.predict_figures import plot_confusion, plot_grid
 
     predictor = load_predictor([runs["digits"]])
     ds, X_raw = raw_test_split(runs["digits"])
@@ -255,7 +255,7 @@ def test_confusion_matrix_counts():
 
 
 def test_boundary_mesh_probabilities(runs):
-    from core.predict_plots import boundary_grid
+    from app.predict_figures import boundary_grid
 
     predictor = load_predictor([runs["moons"]])
     _, X_raw = raw_test_split(runs["moons"])

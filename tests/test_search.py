@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from conf.schema import CONF_DIR
+from app.compose import CONF_DIR
 from core.config import ConfigError
 from sweeper.claim import counts
 from sweeper.report import write_report
@@ -349,7 +349,7 @@ def test_resume_with_other_settings_is_refused_naming_what_differs(tmp_path):
 def test_best_config_reruns_to_the_trials_validation_result_and_ints_stay_ints(tmp_path):
     from omegaconf import OmegaConf
 
-    from conf.schema import to_experiment
+    from app.compose import to_experiment
     from core.experiment import run
 
     s = settings(tmp_path, 4, sampler="random", pruner="none")

@@ -8,7 +8,7 @@ import pytest
 
 from core.config import ConfigError
 from sweeper.space import load_space, parse_space, to_distribution
-from conf.schema import CONF_DIR
+from app.compose import CONF_DIR
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_overrides_for_known_params_round_trip():
 
 
 def test_every_shipped_space_loads_and_composes():
-    from conf.schema import compose_experiment
+    from app.compose import compose_experiment
 
     for path in sorted((CONF_DIR / "search").glob("*.yaml")):
         space = load_space(str(path), CONF_DIR)

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 
 from core.config import ConfigError
-from sweeper.storage import describe, open_storage, redact, scrub
+from sweeper.storage import describe_storage, open_storage, redact, scrub
 
 SECRET = "s3cr3t-Pw"
 
@@ -75,7 +75,7 @@ def test_plain_urls_and_journal_paths_are_shown_as_written() -> None:
         "/data/runs@2024/journal.log",
     ]:
         assert redact(url) == url
-    assert describe(None, Path("outputs/studies/s")) == str(Path("outputs/studies/s/journal.log"))
+    assert describe_storage(None, Path("outputs/studies/s")) == str(Path("outputs/studies/s/journal.log"))
 
 
 def test_scrub_hides_the_password_in_a_drivers_message() -> None:

@@ -1,4 +1,8 @@
-"""Run plots drawn with seaborn (imported lazily: plotting is slow to import)."""
+"""Figures of a run (loss, accuracy and lr curves) and the two helpers every figure uses:
+``pyplot()`` (matplotlib, headless unless a display is there) and ``save_figure`` (atomic).
+
+seaborn and matplotlib are imported inside the functions: plotting is slow to import.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot, on the Agg backend when there is no display (or MPLBACKEND=Agg)."""
     import matplotlib
 
     if not os.environ.get("DISPLAY") or os.environ.get("MPLBACKEND", "").lower() == "agg":
@@ -31,7 +36,7 @@ def plot_curves(metrics: pd.DataFrame, path: str | Path, *, title: str = "") -> 
     import seaborn as sns
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
+    plt = pyplot()
     sns.set_theme(style="whitegrid", context="notebook")
     has_acc = metrics["val_accuracy"].notna().any()
     panels = 3 if has_acc else 2

@@ -1,6 +1,6 @@
-"""Hydra structured-config schemas, taken from ``core.config`` (the single source of truth).
+"""Composing conf/ with Hydra: the typed schema, composition, one-line errors, run folders.
 
-``register()`` stores ``core.config.ExperimentConfig`` in Hydra's ConfigStore as
+The schema is ``core.config``'s dataclasses (the single source of truth): ``register()`` stores ``core.config.ExperimentConfig`` in Hydra's ConfigStore as
 ``experiment_schema``; ``conf/config.yaml`` lists it first in its defaults, so every group
 option and command-line override is merged into the typed dataclass fields. A wrong type
 (``optimizer.lr=abc``) or an unknown key (``optimizer.foo=1``) therefore fails at compose
@@ -8,6 +8,7 @@ time with the key named; out-of-range values fail in the dataclasses' ``__post_i
 ``to_experiment`` converts the composed config with ``OmegaConf.to_object``.
 
 The YAML files under conf/ only set values; defaults and ranges live in core.config.
+``unique_dir`` is the resolver conf/hydra/default.yaml names a run's folder with.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+import conf
 from core.config import ConfigError, ExperimentConfig
 
 __all__ = [
@@ -43,7 +45,7 @@ __all__ = [
     "unique_dir",
 ]
 
-CONF_DIR = Path(__file__).resolve().parent
+CONF_DIR = Path(conf.__file__).resolve().parent  # the YAML groups
 SCHEMA_NAME = "experiment_schema"  # the name conf/config.yaml lists first in its defaults
 
 

@@ -1,7 +1,7 @@
 """Figures of a Predictor's predictions: sample grid, decision boundary, confusion matrix.
 
 Every function takes standardized features (as in a core.data Split) and class indices,
-draws in the data's raw units, and saves a PNG atomically through core.plots.save_figure.
+draws in the data's raw units, and saves a PNG atomically through app.figures.save_figure.
 matplotlib and seaborn are imported inside the functions (slow imports; headless Agg).
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError
-from .predict import Predictor, confusion_matrix
+from core.config import ConfigError
+from core.predict import Predictor, confusion_matrix
 
 MISTAKE = "#d62728"  # red: wrong predictions, in every figure
 CORRECT = "#222222"
@@ -46,12 +46,12 @@ def plot_grid(
     by its predicted class) over all given samples in grey; anything else shows the class
     probabilities as bars.
     """
-    from .plots import _pyplot, save_figure
+    from .figures import pyplot, save_figure
 
     _require_classifier(predictor, "--grid")
     if n < 1:
         raise ConfigError(f"--grid: {n} is out of range; allowed: 1 <= --grid")
-    plt = _pyplot()
+    plt = pyplot()
     m = min(n * n, len(X))
     S = predictor.scores(X)
     pred = predictor.predict_index(S)
@@ -123,14 +123,14 @@ def plot_boundary(
     """
     from matplotlib.colors import to_rgb
 
-    from .plots import _pyplot, save_figure
+    from .figures import pyplot, save_figure
 
     _require_classifier(predictor, "--boundary")
     if predictor.n_features != 2:
         raise ConfigError(
             f"--boundary: needs 2-D data; this checkpoint has {predictor.n_features} features"
         )
-    plt = _pyplot()
+    plt = pyplot()
     labels = predictor.labels
     k = len(labels)
     palette = _palette(k)
@@ -193,10 +193,10 @@ def plot_confusion(
     """Heatmap of the confusion matrix (rows true, columns predicted); returns the counts."""
     import seaborn as sns
 
-    from .plots import _pyplot, save_figure
+    from .figures import pyplot, save_figure
 
     _require_classifier(predictor, "--confusion")
-    plt = _pyplot()
+    plt = pyplot()
     labels = predictor.labels
     pred = predictor.predict_index(predictor.scores(X))
     M = confusion_matrix(y, pred, len(labels))

@@ -12,7 +12,7 @@
 
 A job without summary.json (it raised, or was killed) is a row with state ``failed`` and the
 first line of its error.txt. ``collect`` and ``write_results`` work on any sweep folder, so
-``python -m sweeper.multirun outputs/multiruns/<date>/<time>`` redoes them by hand.
+``python -m app.multirun outputs/multiruns/<date>/<time>`` redoes them by hand.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import Any
 import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from .live import shown
 
 FINAL = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"]
 RUN = ["best_epoch", "epochs_run", "stop_reason", "seconds"]
@@ -39,7 +41,7 @@ class MultirunResults(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         results = write_results(sweep_dir, plots=self.plots)
-        print(describe(results, sweep_dir))
+        print(describe_results(results, sweep_dir))
         if (results.get("state") == "failed").any():
             # BaseException on purpose: Hydra turns an Exception in a callback into a warning
             raise SystemExit(1)  # a script sees that some job failed; the table is written
@@ -153,9 +155,9 @@ def plot_comparison(results: pd.DataFrame, curves: pd.DataFrame, out: Path) -> l
     import seaborn as sns
     from matplotlib.ticker import MaxNLocator
 
-    from core.plots import _pyplot, save_figure
+    from .figures import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     sns.set_theme(style="whitegrid", context="notebook")
     names = labels(results)
     curves = curves.assign(run=curves["job"].map(names))
@@ -231,9 +233,9 @@ def plot_comparison(results: pd.DataFrame, curves: pd.DataFrame, out: Path) -> l
     return paths
 
 
-def describe(results: pd.DataFrame, sweep_dir: Path) -> str:
+def describe_results(results: pd.DataFrame, sweep_dir: Path) -> str:
     """A few lines for the console: where the results are, the best job, failures."""
-    where = _shown(sweep_dir)
+    where = shown(sweep_dir)
     if results.empty:
         return f"multirun: no job folders found in {where}"
     lines = [f"multirun results: {where}/results.csv (+ val_curves.png, test_metric.png, lr.png)"]
@@ -254,15 +256,8 @@ def describe(results: pd.DataFrame, sweep_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _shown(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m sweeper.multirun <sweep folder>")
+        sys.exit("usage: python -m app.multirun <sweep folder>")
     folder = Path(sys.argv[1])
-    print(describe(write_results(folder), folder))
+    print(describe_results(write_results(folder), folder))

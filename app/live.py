@@ -10,7 +10,7 @@ Training does not tell callbacks that it ended, so whoever calls ``run`` closes 
     finally:
         close_callbacks(callbacks, summary["stop_reason"])
 
-Everything is headless by default (matplotlib's Agg backend through core.plots); a window
+Everything is headless by default (matplotlib's Agg backend through app.figures); a window
 opens only for ``interactive=True`` and only when a display is available.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import ConfigError, check_range
+from core.config import ConfigError, check_range
 
 __all__ = [
     "InteractivePlot",
@@ -34,13 +34,22 @@ __all__ = [
     "close_callbacks",
     "default_callbacks",
     "display_available",
+    "shown",
 ]
+
+
+def shown(path: str | Path) -> str:
+    """A path as the terminal shows it: relative to the working directory when below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 class LiveCurves:
     """Redraw ``out_dir/curves.png`` from the rows so far, every ``every`` epochs.
 
-    core.plots.plot_curves saves to a temporary file in the same folder and renames it over
+    app.figures.plot_curves saves to a temporary file in the same folder and renames it over
     curves.png (os.replace is atomic on one file system), so a viewer that reloads the file
     sees the previous figure or the new one, never half of one. A redraw costs ~0.3 s, so
     ``min_seconds`` bounds how often fast runs pay it; run.py draws the final figure anyway.
@@ -70,7 +79,7 @@ class LiveCurves:
     def draw(self) -> Path:
         import pandas as pd
 
-        from .plots import plot_curves
+        from .figures import plot_curves
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         epoch = self.rows[-1]["epoch"]
