@@ -22,7 +22,7 @@ import numpy as np
 
 from . import checkpoint as C
 from .config import ConfigError, DataConfig, ExperimentConfig, check_range
-from .data import Dataset, load_raw, make_dataset, split_parts
+from .data import Dataset, make_dataset, pool_parts
 from .engines import make_engine, resolve_engine
 from .experiment import (
     blas_limit,
@@ -41,8 +41,6 @@ __all__ = [
     "cv_data",
     "fold_indices",
     "fold_seed",
-    "raw_test_split",
-    "refit_data",
     "run_cv",
 ]
 
@@ -82,16 +80,9 @@ def check_k(k: int, n: int) -> None:
     check_range("cv.k", k, low=2, high=n)
 
 
-def _pool(cfg: DataConfig, dtype: str):
-    """Raw data, the train+val indices (train first) and the test indices."""
-    raw = load_raw(cfg, dtype)
-    train, val, test = split_parts(raw, cfg)
-    return raw, np.concatenate([train, val]), test
-
-
 def cv_data(cfg: DataConfig, k: int, dtype: str = "float32") -> CVData:
     """The K fold datasets of ``cfg``'s train+val (deterministic in data.seed and k)."""
-    raw, pool, test = _pool(cfg, dtype)
+    raw, pool, test = pool_parts(cfg, dtype)
     check_k(k, len(pool))
     strata = None if raw.strata is None else raw.strata[pool]
     rng = np.random.default_rng([cfg.seed, FOLD_STREAM])
@@ -107,20 +98,6 @@ def cv_data(cfg: DataConfig, k: int, dtype: str = "float32") -> CVData:
         for i, held_out in enumerate(folds)
     ]
     return CVData(datasets, [pool[f] for f in folds], test, raw.X[test], raw.y[test])
-
-
-def refit_data(cfg: DataConfig, dtype: str = "float32") -> Dataset:
-    """Train = train+val (standardized on it), no val, the usual test: for the refit model."""
-    raw, pool, test = _pool(cfg, dtype)
-    return make_dataset(raw, (pool, test[:0], test), standardize=cfg.standardize, dtype=dtype)
-
-
-def raw_test_split(
-    cfg: DataConfig, dtype: str = "float32"
-) -> tuple[np.ndarray, np.ndarray]:
-    """The test split in raw units and its targets: (X_raw (n, n_features), y)."""
-    raw, _, test = _pool(cfg, dtype)
-    return raw.X[test], raw.y[test]
 
 
 def fold_seed(seed: int, fold: int) -> int:

@@ -31,7 +31,8 @@ from core.datasets import (
 )
 
 __all__ = ["Dataset", "RawData", "Split", "generate", "load_dataset", "load_raw", "make_dataset",
-           "read_file", "split_indices", "split_parts", "write_file"]
+           "pool_parts", "raw_test_split", "read_file", "refit_data", "split_indices",
+           "split_parts", "write_file"]
 
 MAX_AUTO_CLASSES = 100
 
@@ -142,6 +143,27 @@ def split_parts(raw: RawData, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, 
                 f"{field}: leaves the {split} split empty ({frac:g} of {len(raw.X)} samples)"
             )
     return parts
+
+
+def pool_parts(cfg: DataConfig, dtype: str = "float32") -> tuple[RawData, np.ndarray, np.ndarray]:
+    """Raw data, the train+val indices (train first: cross-validation's pool) and the test
+    indices."""
+    raw = load_raw(cfg, dtype)
+    train, val, test = split_parts(raw, cfg)
+    return raw, np.concatenate([train, val]), test
+
+
+def refit_data(cfg: DataConfig, dtype: str = "float32") -> Dataset:
+    """Train = train+val (standardized on it), no val, the usual test: for a model refit on
+    all of train+val (core.final_model.refit)."""
+    raw, pool, test = pool_parts(cfg, dtype)
+    return make_dataset(raw, (pool, test[:0], test), standardize=cfg.standardize, dtype=dtype)
+
+
+def raw_test_split(cfg: DataConfig, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """The test split in raw units and its targets: (X_raw (n, n_features), y)."""
+    raw, _, test = pool_parts(cfg, dtype)
+    return raw.X[test], raw.y[test]
 
 
 def make_dataset(

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import checkpoint as C
 from .config import ConfigError, ExperimentConfig
-from .crossval import raw_test_split, refit_data
+from .data import raw_test_split, refit_data
 from .engines import make_engine, resolve_engine
 from .experiment import blas_limit, build, checkpoint_of, make_summary, targets, write_run_files
 from .predict import Predictor, data_config, ensemble_metrics, load_predictor

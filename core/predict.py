@@ -160,14 +160,12 @@ class Predictor:
 
     def load_data(self):
         """The data set of the first member, rebuilt and checked against its normalization."""
-        from .data import load_dataset
+        from .data import load_dataset, refit_data
 
         ckpt = self.members[0]
         cfg = data_config(ckpt, self.path)
         on = ckpt.meta.get("standardized_on", "train") if isinstance(ckpt.meta, dict) else "train"
         if on == "train+val":  # a final model refit on train+val: train = train+val, no val
-            from .crossval import refit_data
-
             ds = refit_data(cfg, dtype=str(ckpt.params.dtype))
         elif on != "train" or not self.shared_standardization:
             raise C.CheckpointError(

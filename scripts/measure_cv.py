@@ -81,7 +81,8 @@ def compose(overrides: list[str], seed: int):
 
 def measure(cfg, k: int, *, refit: bool = True) -> dict[str, float]:
     """One cell: the status quo run, the K-fold run, its ensemble and (optionally) its refit."""
-    from core.crossval import raw_test_split, run_cv
+    from core.crossval import run_cv
+    from core.data import raw_test_split
     from core.experiment import run
     from core.final_model import fold_ensemble, refit_from_summary
 

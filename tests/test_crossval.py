@@ -9,8 +9,8 @@ import pytest
 
 from core import checkpoint as C
 from core.config import ConfigError, DataConfig, EarlyStoppingConfig, SchedulerConfig
-from core.crossval import cv_data, fold_indices, fold_seed, raw_test_split, refit_data, run_cv
-from core.data import load_raw, split_parts
+from core.crossval import cv_data, fold_indices, fold_seed, run_cv
+from core.data import load_raw, raw_test_split, refit_data, split_parts
 from core.engines import make_engine
 from core.experiment import build, targets
 from core.final_model import evaluate_ensemble, fold_ensemble, refit, refit_from_summary
