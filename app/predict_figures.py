@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from core.config import ConfigError
-from core.predict import Predictor, confusion_matrix
+from core.predict import Predictor, confusion_matrix, evaluate_scores
 
 MISTAKE = "#d62728"  # red: wrong predictions, in every figure
 CORRECT = "#222222"
@@ -48,9 +48,9 @@ def plot_grid(
     """
     from .figures import pyplot, save_figure
 
-    _require_classifier(predictor, "--grid")
+    _require_classifier(predictor, "plot_grid")
     if n < 1:
-        raise ConfigError(f"--grid: {n} is out of range; allowed: 1 <= --grid")
+        raise ConfigError(f"plot_grid: n = {n} is out of range; allowed: 1 <= n")
     plt = pyplot()
     m = min(n * n, len(X))
     S = predictor.scores(X)
@@ -125,10 +125,10 @@ def plot_boundary(
 
     from .figures import pyplot, save_figure
 
-    _require_classifier(predictor, "--boundary")
+    _require_classifier(predictor, "plot_boundary")
     if predictor.n_features != 2:
         raise ConfigError(
-            f"--boundary: needs 2-D data; this checkpoint has {predictor.n_features} features"
+            f"plot_boundary: needs 2-D data; this checkpoint has {predictor.n_features} features"
         )
     plt = pyplot()
     labels = predictor.labels
@@ -136,7 +136,8 @@ def plot_boundary(
     palette = _palette(k)
     X_raw = predictor.unstandardize(X)
     xx, yy, S = boundary_grid(predictor, X_raw, resolution)
-    pred = predictor.predict_index(predictor.scores(X))
+    S_samples = predictor.scores(X)
+    pred = predictor.predict_index(S_samples)
     fig, ax = plt.subplots(figsize=(6.4, 5.4))
     if k == 2:
         cs = ax.contourf(
@@ -179,7 +180,7 @@ def plot_boundary(
     ax.set_xlabel(predictor.feature_names[0])
     ax.set_ylabel(predictor.feature_names[1])
     ax.legend(loc="best", fontsize=8, framealpha=0.85)
-    acc = float(np.mean(pred == y)) if len(y) else float("nan")
+    acc = evaluate_scores(predictor, S_samples, y)[1] if len(y) else float("nan")
     ax.set_title(f"{title}\ndecision boundary, accuracy {acc:.3f}".strip(), fontsize=10)
     fig.tight_layout()
     save_figure(fig, Path(path))
@@ -195,11 +196,11 @@ def plot_confusion(
 
     from .figures import pyplot, save_figure
 
-    _require_classifier(predictor, "--confusion")
+    _require_classifier(predictor, "plot_confusion")
     plt = pyplot()
     labels = predictor.labels
-    pred = predictor.predict_index(predictor.scores(X))
-    M = confusion_matrix(y, pred, len(labels))
+    S = predictor.scores(X)
+    M = confusion_matrix(y, predictor.predict_index(S), len(labels))
     size = 2.5 + 0.45 * len(labels)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     sns.heatmap(
@@ -217,7 +218,7 @@ def plot_confusion(
     )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    acc = np.trace(M) / max(M.sum(), 1)
+    acc = evaluate_scores(predictor, S, y)[1] if len(y) else 0.0
     ax.set_title(
         f"{title}\nconfusion matrix, accuracy {acc:.3f} (n={M.sum()})".strip(), fontsize=10
     )

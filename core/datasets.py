@@ -163,6 +163,60 @@ def digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
 # ----------------------------------------------------------------------------- files
 
 
+# The one reader of data files: check_file, then load_npz or load_csv. read_file builds a
+# training set on them (data.path); core.predict.read_features the samples to predict.
+
+
+def check_file(path: str | Path, field: str) -> tuple[Path, str]:
+    """(path, lower-case extension) of an existing .npz or .csv file, else ConfigError naming
+    ``field``."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in FILE_EXTENSIONS:
+        raise ConfigError(
+            f"{field}: unsupported extension {p.suffix or '(none)'!r} in {str(path)!r}; "
+            f"allowed: {', '.join(FILE_EXTENSIONS)}"
+        )
+    if not p.is_file():
+        raise ConfigError(f"{field}: no such file {str(path)!r}")
+    return p, ext
+
+
+def load_npz(p: Path, field: str, required: tuple[str, ...] = ("X",)) -> dict[str, np.ndarray]:
+    """Every array of an .npz file (no pickles); ConfigError naming ``field`` when it cannot
+    be read or lacks one of ``required``."""
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except Exception as e:  # noqa: BLE001 - a damaged npz raises BadZipFile, ValueError, TokenError...
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(
+            f"{field}: {p.name} is not a readable .npz file ({type(e).__name__}: {msg})"
+        ) from None
+    for key in required:
+        if key not in arrays:
+            raise ConfigError(
+                f"{field}: {p.name} has no array {key!r}; arrays: {', '.join(arrays) or 'none'}"
+            )
+    return arrays
+
+
+def load_csv(p: Path, field: str):
+    """A csv file with a header as a pandas DataFrame (column names as text); ConfigError
+    naming ``field`` when it cannot be parsed."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(p)
+    except Exception as e:  # noqa: BLE001 - ParserError, EmptyDataError, UnicodeDecodeError...
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(
+            f"{field}: {p.name} is not a readable csv file ({type(e).__name__}: {msg})"
+        ) from None
+    df.columns = [str(c) for c in df.columns]
+    return df
+
+
 def read_file(path: str, *, label: str = "label") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read raw (X, y, feature_names) from an .npz (arrays X, y) or a .csv with a header.
 
@@ -170,15 +224,7 @@ def read_file(path: str, *, label: str = "label") -> tuple[np.ndarray, np.ndarra
     strings for csv text labels. Every problem raises ConfigError with one line that starts
     with the field to fix (data.path or data.label).
     """
-    p = Path(path)
-    ext = p.suffix.lower()
-    if ext not in FILE_EXTENSIONS:
-        raise ConfigError(
-            f"data.path: unsupported extension {p.suffix or '(none)'!r} in {path!r}; "
-            f"allowed: {', '.join(FILE_EXTENSIONS)}"
-        )
-    if not p.is_file():
-        raise ConfigError(f"data.path: no such file {path!r}")
+    p, ext = check_file(path, "data.path")
     X, y, names = _read_npz(p) if ext == ".npz" else _read_csv(p, label)
     if len(X) == 0:
         raise ConfigError(f"data.path: {p.name} has no rows")
@@ -186,19 +232,7 @@ def read_file(path: str, *, label: str = "label") -> tuple[np.ndarray, np.ndarra
 
 
 def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    try:
-        with np.load(p, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except Exception as e:  # noqa: BLE001 - a damaged npz raises BadZipFile, ValueError, TokenError...
-        msg = str(e).splitlines()[0] if str(e) else ""
-        raise ConfigError(
-            f"data.path: {p.name} is not a readable .npz file ({type(e).__name__}: {msg})"
-        ) from None
-    for key in ("X", "y"):
-        if key not in arrays:
-            raise ConfigError(
-                f"data.path: {p.name} has no array {key!r}; arrays: {', '.join(arrays) or 'none'}"
-            )
+    arrays = load_npz(p, "data.path", required=("X", "y"))
     X, y = arrays["X"], arrays["y"]
     if X.ndim != 2:
         raise ConfigError(
@@ -231,15 +265,8 @@ def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def _read_csv(p: Path, label: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     import pandas as pd
 
-    try:
-        df = pd.read_csv(p)
-    except Exception as e:  # noqa: BLE001 - ParserError, EmptyDataError, UnicodeDecodeError...
-        msg = str(e).splitlines()[0] if str(e) else ""
-        raise ConfigError(
-            f"data.path: {p.name} is not a readable csv file ({type(e).__name__}: {msg})"
-        ) from None
-    columns = [str(c) for c in df.columns]
-    df.columns = columns
+    df = load_csv(p, "data.path")
+    columns = list(df.columns)
     if len(df) == 0:
         raise ConfigError(f"data.path: {p.name} has no rows (only a header: {', '.join(columns)})")
     if label not in columns:
@@ -274,12 +301,13 @@ def _read_csv(p: Path, label: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def write_file(
-    path: str | Path, X: np.ndarray, y: np.ndarray, *, label: str = "label"
+    path: str | Path, X: np.ndarray, y: np.ndarray, *, label: str = "label", field: str = "path"
 ) -> Path:
-    """Write X, y as .npz (arrays X, y) or .csv (columns x0..x{d-1} and ``label``)."""
+    """Write X, y as .npz (arrays X, y) or .csv (columns x0..x{d-1} and ``label``); errors
+    name ``field``."""
     p = Path(path)
     ext = p.suffix.lower()
-    check_choice("--out extension", ext, FILE_EXTENSIONS)
+    check_choice(f"{field} extension", ext, FILE_EXTENSIONS)
     p.parent.mkdir(parents=True, exist_ok=True)
     if ext == ".npz":
         np.savez(p, X=X, y=y)
@@ -287,7 +315,9 @@ def write_file(
     import pandas as pd
 
     if y.ndim == 2 and y.shape[1] != 1:
-        raise ConfigError(f"--out: a csv holds one label column; y has shape {y.shape}; use .npz")
+        raise ConfigError(
+            f"{field}: a csv holds one label column; y has shape {y.shape}; use .npz"
+        )
     df = pd.DataFrame(X, columns=feature_names(X.shape[1]))
     df[label] = y.reshape(len(y))
     df.to_csv(p, index=False)  # floats are written with repr(), so they read back exactly

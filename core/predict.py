@@ -11,6 +11,9 @@ Models of a cross-validation (core.crossval) are each standardized on their own 
 ensemble of them predicts from raw features (``scores_raw``), every member standardizing
 them its own way. A model refit on train+val (core.final_model) records
 ``meta["standardized_on"] = "train+val"`` and its data is rebuilt accordingly.
+
+Errors name this module's own parameters (``X_raw``, ``paths``, ``path``) unless the caller
+passes ``field``: scripts/predict.py passes its flags (``--x``, ``--ensemble``, ``--input``).
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ import numpy as np
 
 from . import checkpoint as C
 from . import functional as F
-from .config import ConfigError, DataConfig, check_choice
+from .config import ConfigError, DataConfig
+from .datasets import check_file, load_csv, load_npz
 from .network import predict_logits
 
 __all__ = [
+    "Features",
     "Predictor",
     "confusion_matrix",
     "ensemble_metrics",
+    "evaluate_scores",
     "load_checkpoint",
     "load_predictor",
     "member_table",
@@ -70,15 +76,18 @@ def data_config(ckpt: C.Checkpoint, where: str) -> DataConfig:
 
 
 class Predictor:
-    """One checkpoint, or several averaged (an ensemble); ``names`` label the members."""
+    """One checkpoint, or several averaged (an ensemble); ``names`` label the members.
+    A member that does not fit the first is a ConfigError naming ``field``."""
 
-    def __init__(self, ckpts: list[C.Checkpoint], names: list[str]) -> None:
+    def __init__(
+        self, ckpts: list[C.Checkpoint], names: list[str], *, field: str = "checkpoints"
+    ) -> None:
         if not ckpts:
-            raise ConfigError("--ensemble: needs at least one checkpoint")
+            raise ConfigError(f"{field}: needs at least one checkpoint")
         self.members, self.names = list(ckpts), list(names)
         first = ckpts[0]
         for ckpt, name in zip(ckpts[1:], names[1:], strict=True):
-            _check_compatible(first, names[0], ckpt, name)
+            _check_compatible(first, names[0], ckpt, name, field)
         self.task = first.task
         self.classes = first.classes  # (k,) original labels; None for regression
         self.n_features = first.spec.n_in
@@ -110,12 +119,12 @@ class Predictor:
         """Averaged output (n, k): probabilities for cross_entropy/bce, values for regression."""
         return np.mean(self.member_scores(X_std), axis=0)
 
-    def member_scores_raw(self, X_raw: np.ndarray, field: str = "--x") -> list[np.ndarray]:
+    def member_scores_raw(self, X_raw: np.ndarray, field: str = "X_raw") -> list[np.ndarray]:
         """Each member's output on raw features, standardized as that member was trained."""
         X_raw = self._raw(X_raw, field)
         return [_scores(ckpt, ckpt.transform(X_raw)) for ckpt in self.members]
 
-    def scores_raw(self, X_raw: np.ndarray, field: str = "--x") -> np.ndarray:
+    def scores_raw(self, X_raw: np.ndarray, field: str = "X_raw") -> np.ndarray:
         """Averaged output (n, k) on raw features; right for members of any standardization."""
         return np.mean(self.member_scores_raw(X_raw, field), axis=0)
 
@@ -128,7 +137,7 @@ class Predictor:
             for b in self.members[1:]
         )
 
-    def standardize(self, X_raw: np.ndarray, field: str = "--x") -> np.ndarray:
+    def standardize(self, X_raw: np.ndarray, field: str = "X_raw") -> np.ndarray:
         """Raw feature units -> the standardized inputs the networks saw in training."""
         X_raw = self._raw(X_raw, field)
         if not self.shared_standardization:
@@ -184,7 +193,7 @@ class Predictor:
             )
         return ds
 
-    def frame(self, X_raw: np.ndarray, *, true: np.ndarray | None = None, field: str = "--input"):
+    def frame(self, X_raw: np.ndarray, *, true: np.ndarray | None = None, field: str = "X_raw"):
         """Predictions as a DataFrame: predicted label and one probability column per class
         (score_<label> for a classifier trained with mse), or value columns for regression."""
         import pandas as pd
@@ -207,8 +216,9 @@ class Predictor:
         return df
 
 
-def load_predictor(paths: list[str | Path]) -> Predictor:
-    return Predictor([load_checkpoint(p) for p in paths], [str(p) for p in paths])
+def load_predictor(paths: list[str | Path], *, field: str = "paths") -> Predictor:
+    """The checkpoints at ``paths`` (files, run or study folders) as one Predictor."""
+    return Predictor([load_checkpoint(p) for p in paths], [str(p) for p in paths], field=field)
 
 
 def _scores(ckpt: C.Checkpoint, X_std: np.ndarray) -> np.ndarray:
@@ -220,8 +230,10 @@ def _scores(ckpt: C.Checkpoint, X_std: np.ndarray) -> np.ndarray:
     return out
 
 
-def _check_compatible(a: C.Checkpoint, a_name: str, b: C.Checkpoint, b_name: str) -> None:
-    where = f"--ensemble: '{b_name}' does not match '{a_name}'"
+def _check_compatible(
+    a: C.Checkpoint, a_name: str, b: C.Checkpoint, b_name: str, field: str
+) -> None:
+    where = f"{field}: '{b_name}' does not match '{a_name}'"
     if a.task != b.task:
         raise ConfigError(f"{where}: task {b.task} vs {a.task}")
     if a.spec.n_in != b.spec.n_in:
@@ -250,23 +262,6 @@ def _names(names: list[str], limit: int = 8) -> str:
     return ", ".join(names[: limit - 2]) + f", ..., {names[-1]}"
 
 
-SPLITS = ("train", "val", "test")
-
-
-def get_split(ds, name: str):
-    """The Split ``name`` of a Dataset (X standardized, y class index or target)."""
-    check_choice("--split", name, SPLITS)
-    return getattr(ds, name)
-
-
-def check_index(index: int, n: int, split: str = "test") -> None:
-    if not 0 <= index < n:
-        raise ConfigError(
-            f"--index: {index} is out of range; allowed: 0 <= --index <= {n - 1} "
-            f"(the {split} split has {n} samples)"
-        )
-
-
 # ----------------------------------------------------------------------------- metrics
 
 
@@ -277,23 +272,14 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return M
 
 
-def score_metric(predictor: Predictor, S: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy for a classifier; mean squared error for regression (over all targets)."""
-    if predictor.is_classifier:
-        return float(np.mean(predictor.predict_index(S) == y))
-    return float(np.mean((S - y.reshape(len(y), -1)) ** 2))
+def evaluate_scores(predictor: Predictor, S: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(loss, accuracy) of scores ``S`` (n, k) of ``predictor`` against ``y``; accuracy NaN
+    for regression. The one place accuracy is computed from a Predictor's output.
 
-
-def ensemble_metrics(
-    predictor: Predictor, X_raw: np.ndarray, y: np.ndarray
-) -> tuple[float, float]:
-    """(loss, accuracy) of the averaged output on raw features; accuracy NaN for regression.
-
-    The loss is the training loss of the averaged output: the mean negative log-likelihood of
-    the averaged probabilities (cross_entropy, bce), or the mean squared error over all
-    outputs (mse; against one-hot rows for a classifier).
+    The loss is the training loss of the scores: the mean negative log-likelihood of the
+    probabilities (cross_entropy, bce), or the mean squared error over all outputs (mse;
+    against one-hot rows for a classifier).
     """
-    S = predictor.scores_raw(X_raw)  # (n, k)
     loss = predictor.members[0].spec.loss
     if loss == "mse":
         if predictor.is_classifier:
@@ -310,22 +296,34 @@ def ensemble_metrics(
     return value, float(np.mean(predictor.predict_index(S) == y))
 
 
+def ensemble_metrics(
+    predictor: Predictor, X_raw: np.ndarray, y: np.ndarray
+) -> tuple[float, float]:
+    """(loss, accuracy) of the averaged output on raw features (see evaluate_scores)."""
+    return evaluate_scores(predictor, predictor.scores_raw(X_raw), y)
+
+
 def member_table(predictor: Predictor, X_std: np.ndarray, y: np.ndarray):
     """One row per member plus one for the ensemble: test accuracy (or mse for regression)."""
     import pandas as pd
 
-    metric = "test_accuracy" if predictor.is_classifier else "test_mse"
+    classifier = predictor.is_classifier
+    metric = "test_accuracy" if classifier else "test_mse"
+
+    def value(S: np.ndarray) -> float:
+        loss, acc = evaluate_scores(predictor, S, y)
+        return acc if classifier else loss  # a regression's loss is its mse
+
     member_scores = predictor.member_scores(X_std)
     rows = [
-        {"model": f"member {i}", "checkpoint": name, metric: score_metric(predictor, S, y)}
+        {"model": f"member {i}", "checkpoint": name, metric: value(S)}
         for i, (name, S) in enumerate(zip(predictor.names, member_scores, strict=True))
     ]
-    ensemble = np.mean(member_scores, axis=0)
     rows.append(
         {
             "model": "ensemble",
             "checkpoint": f"mean of {len(member_scores)}",
-            metric: score_metric(predictor, ensemble, y),
+            metric: value(np.mean(member_scores, axis=0)),
         }
     )
     return pd.DataFrame(rows)
@@ -340,63 +338,42 @@ class Features:
     y: np.ndarray | None  # labels or targets when the file has them
 
 
-def read_features(path: str | Path, predictor: Predictor, *, label: str = "label") -> Features:
-    """Raw features from a .csv or .npz for prediction.
+def read_features(
+    path: str | Path, predictor: Predictor, *, label: str = "label", field: str = "path"
+) -> Features:
+    """Raw features from a .csv or .npz for prediction (read by core.datasets' reader);
+    errors name ``field``.
 
     csv: the checkpoint's feature-name columns when all are present (any order, other
     columns ignored); otherwise every numeric column except ``label``, in file order, which
     must number exactly n_features. npz: array X (n, n_features), and y if stored.
     """
-    p = Path(path)
-    ext = p.suffix.lower()
-    if ext not in (".csv", ".npz"):
-        raise ConfigError(
-            f"--input: unsupported extension {p.suffix or '(none)'!r}; allowed: .csv, .npz"
-        )
-    if not p.is_file():
-        raise ConfigError(f"--input: no such file '{p}'")
+    p, ext = check_file(path, field)
     if ext == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except Exception as e:  # BadZipFile, ValueError, OSError
-            raise ConfigError(
-                f"--input: '{p.name}' is not a readable .npz ({type(e).__name__})"
-            ) from None
-        if "X" not in arrays:
-            raise ConfigError(
-                f"--input: '{p.name}' has no array 'X'; arrays: {', '.join(arrays) or 'none'}"
-            )
+        arrays = load_npz(p, field)
         X, y = np.atleast_2d(arrays["X"]), arrays.get("y")
     else:
-        X, y = _read_csv_features(p, predictor, label)
+        X, y = _csv_features(load_csv(p, field), p, predictor, label, field)
     if X.ndim != 2 or X.shape[1] != predictor.n_features:
         raise ConfigError(
-            f"--input: '{p.name}' has X of shape {X.shape}; the checkpoint expects "
+            f"{field}: {p.name} has X of shape {X.shape}; the checkpoint expects "
             f"{predictor.n_features} features ({_names(predictor.feature_names)})"
         )
     if len(X) == 0:
-        raise ConfigError(f"--input: '{p.name}' has no rows to predict")
+        raise ConfigError(f"{field}: {p.name} has no rows to predict")
     X = X.astype(np.float64)
     if not np.all(np.isfinite(X)):
-        raise ConfigError(f"--input: '{p.name}' has NaN or inf in its features")
+        raise ConfigError(f"{field}: {p.name} has NaN or inf in its features")
     if y is not None and len(y) != len(X):
         y = None
     return Features(X, y)
 
 
-def _read_csv_features(
-    p: Path, predictor: Predictor, label: str
+def _csv_features(
+    df, p: Path, predictor: Predictor, label: str, field: str
 ) -> tuple[np.ndarray, np.ndarray | None]:
     import pandas as pd
 
-    try:
-        df = pd.read_csv(p)
-    except Exception as e:  # EmptyDataError, ParserError, UnicodeDecodeError
-        raise ConfigError(
-            f"--input: '{p.name}' is not a readable csv ({type(e).__name__})"
-        ) from None
-    df.columns = [str(c) for c in df.columns]
     y = df[label].to_numpy() if label in df.columns else None
     names = predictor.feature_names
     if all(name in df.columns for name in names):
@@ -405,7 +382,7 @@ def _read_csv_features(
         cols = [c for c in df.columns if c != label and pd.api.types.is_numeric_dtype(df[c])]
         if len(cols) != predictor.n_features:
             raise ConfigError(
-                f"--input: '{p.name}' has {len(cols)} numeric feature columns ({_names(cols)}); "
+                f"{field}: {p.name} has {len(cols)} numeric feature columns ({_names(cols)}); "
                 f"the checkpoint expects {predictor.n_features} ({_names(names)})"
             )
     return df[cols].to_numpy(dtype=np.float64), y

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             args.name, n_samples=args.n, noise=args.noise, n_classes=args.classes,
             n_features=args.features, seed=args.seed,
         )
-        out = write_file(args.out, X, y)
+        out = write_file(args.out, X, y, field="--out")
     except (ConfigError, OSError) as e:
         print(f"make_dataset: error: {e}", file=sys.stderr)
         return 2

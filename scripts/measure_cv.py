@@ -85,13 +85,14 @@ def measure(cfg, k: int, *, refit: bool = True) -> dict[str, float]:
     from core.data import raw_test_split
     from core.experiment import run
     from core.final_model import fold_ensemble, refit_from_summary
+    from core.predict import evaluate_scores
 
     single = run(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         cv = run_cv(cfg, k, out_dir=tmp, evaluate_test=True)
         predictor = fold_ensemble(tmp)
         X_raw, y = raw_test_split(cfg.data, cfg.trainer.dtype)
-        members = [np.mean(S.argmax(axis=1) == y) for S in predictor.member_scores_raw(X_raw)]
+        members = [evaluate_scores(predictor, S, y)[1] for S in predictor.member_scores_raw(X_raw)]
     row = {
         "split_val_acc": single["val_accuracy"],
         "split_val_loss": single["val_loss"],

@@ -26,21 +26,19 @@ if (ROOT / "core" / "__init__.py").is_file() and str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from core.config import ConfigError, check_range  # noqa: E402
+from core.config import ConfigError, check_choice, check_range  # noqa: E402
 from core.predict import (  # noqa: E402
-    SPLITS,
     Predictor,
-    check_index,
-    get_split,
+    evaluate_scores,
     load_predictor,
     member_table,
     read_features,
     resolve_checkpoint,
-    score_metric,
 )
 
 MAX_GRID = 30  # --grid N draws N x N panels: 900 already take a minute
 MAX_RESOLUTION = 2000  # --boundary scores resolution^2 mesh points (4 million)
+SPLITS = ("train", "val", "test")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,10 +122,24 @@ def check_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"{flag}: '{file}' is a file; allowed: a path in a folder")
 
 
+def get_split(ds, name: str):
+    """The Split ``name`` of a Dataset (X standardized, y class index or target)."""
+    check_choice("--split", name, SPLITS)
+    return getattr(ds, name)
+
+
+def check_index(index: int, n: int, split: str) -> None:
+    if not 0 <= index < n:
+        raise ConfigError(
+            f"--index: {index} is out of range; allowed: 0 <= --index <= {n - 1} "
+            f"(the {split} split has {n} samples)"
+        )
+
+
 def run(args: argparse.Namespace) -> None:
     check_args(args)
     paths = args.ensemble or [args.checkpoint]
-    predictor = load_predictor(paths)
+    predictor = load_predictor(paths, field="--ensemble" if args.ensemble else "checkpoint")
     out_dir = Path(args.out_dir) if args.out_dir else resolve_checkpoint(paths[0]).parent
     prefix = "ensemble_" if args.ensemble else ""
     name = f"{len(paths)}-model ensemble" if args.ensemble else str(paths[0])
@@ -139,12 +151,19 @@ def run(args: argparse.Namespace) -> None:
         ds = ds or predictor.load_data()
         return get_split(ds, args.split)
 
-    if args.grid is not None or args.boundary or args.confusion:
+    wanted = (("--grid", args.grid is not None), ("--boundary", args.boundary),
+              ("--confusion", args.confusion))
+    figures = [flag for flag, on in wanted if on]
+    if figures and not predictor.is_classifier:
+        raise ConfigError(
+            f"{figures[0]}: needs a classification checkpoint; this one is regression"
+        )
+    if figures:
         out_dir.mkdir(parents=True, exist_ok=True)
     if args.x is not None:
         show_sample(
             predictor,
-            predictor.standardize(np.array(args.x)),
+            predictor.standardize(np.array(args.x), field="--x"),
             np.array(args.x),
             None,
             f"--x ({name})",
@@ -192,10 +211,11 @@ def run(args: argparse.Namespace) -> None:
         s = split()
         path = out_dir / f"{prefix}confusion_{args.split}.png"
         M = plot_confusion(predictor, s.X, s.y, path, title=title)
-        print(f"wrote {path}: accuracy {np.trace(M) / M.sum():.4f} on {M.sum()} samples")
+        acc = evaluate_scores(predictor, predictor.scores(s.X), s.y)[1]
+        print(f"wrote {path}: accuracy {acc:.4f} on {M.sum()} samples")
     if args.input is not None:
-        features = read_features(args.input, predictor, label=args.label)
-        df = predictor.frame(features.X, true=features.y)
+        features = read_features(args.input, predictor, label=args.label, field="--input")
+        df = predictor.frame(features.X, true=features.y, field="--input")
         out = Path(args.out) if args.out else out_dir / f"{prefix}predictions.csv"
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
@@ -238,7 +258,8 @@ def show_sample(
 
 def summarize(predictor: Predictor, s, split: str, name: str) -> None:
     metric = "accuracy" if predictor.is_classifier else "mse"
-    value = score_metric(predictor, predictor.scores(s.X), s.y)
+    loss, acc = evaluate_scores(predictor, predictor.scores(s.X), s.y)
+    value = acc if predictor.is_classifier else loss  # a regression's loss is its mse
     classes = f"{len(predictor.labels)} classes" if predictor.is_classifier else "regression"
     print(f"{name}: {predictor.dataset}, {classes}, {predictor.n_features} features")
     print(f"  {split} {metric} {value:.4f} on {len(s.y)} samples")

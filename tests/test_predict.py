@@ -117,7 +117,7 @@ def test_ensemble_averages_the_members_probabilities(runs, tmp_path, capsys):
 
 
 def test_ensemble_of_different_data_is_refused(runs):
-    with pytest.raises(ConfigError, match="--ensemble: .* does not match"):
+    with pytest.raises(ConfigError, match="paths: .* does not match"):
         load_predictor([runs["moons"], runs["digits"]])
 
 
@@ -173,7 +173,7 @@ def test_csv_columns_by_name_in_any_order(runs, tmp_path):
     np.testing.assert_array_equal(features.y, ds.test.y)
 
 
-def test_regression_predictions_are_values(tmp_path):
+def test_regression_predictions_are_values(tmp_path, capsys):
     x = np.linspace(-3, 3, 120)[:, None]
     write_file(tmp_path / "curve.npz", x, np.sin(x[:, 0]) + 0.5 * x[:, 0])
     cfg = tiny_config(data="moons", epochs=3)
@@ -196,6 +196,8 @@ def test_regression_predictions_are_values(tmp_path):
     expected = predict_logits(ckpt.params, ckpt.spec, ckpt.transform(x))[:, 0]
     assert "value" in df and "predicted" not in df
     np.testing.assert_allclose(df["value"], expected, rtol=1e-5, atol=1e-6)
+    assert main([str(tmp_path / "run"), "--confusion"]) == 2  # figures of classes only
+    assert "--confusion: needs a classification checkpoint" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- figures
@@ -289,6 +291,8 @@ def test_study_folder_resolves_to_its_best_model(runs, tmp_path):
         (["{digits}", "--boundary"], r"--boundary: needs 2-D data; .* has 64 features"),
         (["{moons}", "--input", "{missing}.csv"], r"--input: no such file"),
         (["{moons}", "--ensemble", "{moons}"], r"checkpoint: give one checkpoint"),
+        (["--ensemble", "{moons}", "{digits}"], r"--ensemble: '.*' does not match '.*': "),
+        (["{moons}", "--input", "{header_only}.txt"], r"--input: unsupported extension '\.txt'"),
         (
             ["{moons}", "--boundary", "--resolution", "0"],
             r"--resolution: 0 is out of range; allowed: 2 <= --resolution <= 2000",
@@ -303,7 +307,7 @@ def test_study_folder_resolves_to_its_best_model(runs, tmp_path):
         (["{moons}", "--grid", "31"], r"--grid: 31 is out of range"),
         (
             ["{moons}", "--input", "{header_only}"],
-            r"--input: 'header\.csv' has no rows to predict",
+            r"--input: header\.csv has no rows to predict",
         ),
         (["{moons}", "--x", "nan", "1"], r"--x: nan is not a finite number"),
         (["{moons}", "--x", "1", "inf"], r"--x: inf is not a finite number"),
