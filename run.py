@@ -46,7 +46,7 @@ log = logging.getLogger("nnsweep")
 register()  # the ExperimentConfig schema conf/config.yaml names first in its defaults
 
 
-def objective(summary: dict[str, Any]) -> float:
+def sweep_value(summary: dict[str, Any]) -> float:
     """The metric a sweeper optimises: val_accuracy (maximise) or, for regression, val_loss."""
     key = "val_accuracy" if summary.get("task") == "classification" else "val_loss"
     value = summary.get(key)
@@ -129,7 +129,7 @@ def main(cfg: DictConfig) -> float:
             raise
         _record_failure(out_dir, f"{type(e).__name__}: {e}", traceback.format_exc())
         return float("nan")
-    metric = objective(summary)
+    metric = sweep_value(summary)
     acc = summary.get("test_accuracy")
     test = (
         f"test_accuracy {acc:.4f}"

@@ -186,11 +186,10 @@ def config_error(e: Exception) -> ConfigError:
 def _check_keys(node: DictConfig, cls: type, prefix: str) -> None:
     """Raise ConfigError for a key that is no field of the dataclass ``cls`` (recursively)."""
     hints = _type_hints(cls)
-    for key in node:
+    for key, value in node.items_ex(resolve=False):  # no interpolation resolved, no ??? raised
         name = f"{prefix}{key}"
         if key not in hints:
             raise ConfigError(f"{name}: unknown key; allowed: {', '.join(hints)}")
-        value = node._get_node(key)
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, DictConfig):
             _check_keys(value, hints[key], f"{name}.")
 

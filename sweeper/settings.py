@@ -11,14 +11,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import ConfigError, check_choice
+from core.config import METRICS, ConfigError, check_choice
 
 from . import storage as S
 from .space import SearchSpace
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
 PRUNERS = ("none", "median", "percentile", "hyperband", "halving")
-METRICS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy")
 # --cv auto: K-fold trials where a validation split is too small to tell configurations
 # apart (README, "Cross-validated trials"); beyond it the hold-out split is large enough
 AUTO_FOLDS = 5

@@ -7,7 +7,8 @@ import dataclasses
 import optuna
 import pytest
 
-from app.compose import CONF_DIR, compose_experiment
+import sweeper.compose
+from app.compose import CONF_DIR, compose_config, compose_experiment
 from core.config import ConfigError
 from sweeper.compose import ComposeCache
 from sweeper.space import load_space
@@ -61,10 +62,17 @@ def test_errors_read_exactly_as_a_full_compose(overrides):
     assert str(fast.value) == str(full.value)
 
 
-def test_group_choices_compose_once_and_values_never_leak_between_trials():
+def test_group_choices_compose_once_and_values_never_leak_between_trials(monkeypatch):
+    composed = []
+
+    def counting(overrides, **kwargs):
+        composed.append(list(overrides))
+        return compose_config(overrides, **kwargs)
+
+    monkeypatch.setattr(sweeper.compose, "compose_config", counting)
     cache = ComposeCache()
     a = cache.compose(["optimizer=sgd", "optimizer.lr=0.5", "layers.hidden=[7]"])[1]
     b = cache.compose(["optimizer=sgd"])[1]
     assert (a.optimizer.lr, a.layers.hidden) == (0.5, [7])
     assert b == compose_experiment(["optimizer=sgd"])[1]  # the cached base was not changed
-    assert len(cache._base) == 1  # ("optimizer=sgd",): composed once for both
+    assert composed == [["optimizer=sgd"]]  # one Hydra compose for both

@@ -313,7 +313,7 @@ def test_update_kernel_matches_core_optim_with_penalties_and_clipping(opt_name):
     state = OptimizerState.zeros(p.size, p.dtype)
     rng = np.random.default_rng(5)
     lrs = np.array([0.1, 0.07, 0.05])
-    table = dev(engine._table(lrs))
+    table = dev(engine.step_table(lrs))
     for s, lr in enumerate(lrs):
         grad = rng.normal(size=p.size) * 3  # norm well above clip_norm
         engine.grad.copy_to_device(grad)

@@ -11,7 +11,7 @@ from core.config import ConfigError, LayersConfig, RegularizationConfig
 from tests.test_functional import numeric_grad, targets_for
 
 
-def objective(params, spec, X, T, l1=0.0, l2=0.0) -> float:
+def penalized_loss(params, spec, X, T, l1=0.0, l2=0.0) -> float:
     """Full training objective (mean loss + penalty) with no dropout: what gradients descend."""
     logits, _ = N.forward(params, spec, X)
     return F.loss_value(spec.loss, logits, T) + F.penalty(params, spec.weight_mask(), l1, l2)
@@ -50,7 +50,7 @@ def test_network_gradient_matches_central_differences(hidden, act, loss, l1, l2)
     X = rng.normal(size=(7, spec.n_in))
     T = targets_for(loss, 7, spec.n_out)
     analytic = gradient(params, spec, X, T, l1, l2)
-    numeric = numeric_grad(lambda p: objective(p, spec, X, T, l1, l2), params.copy())
+    numeric = numeric_grad(lambda p: penalized_loss(p, spec, X, T, l1, l2), params.copy())
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
 
 

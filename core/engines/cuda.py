@@ -287,7 +287,7 @@ class CudaEngine(Engine):
             self.clip, self.partial, n_partial,
         )  # fmt: skip
 
-    def _table(self, lrs: np.ndarray) -> np.ndarray:
+    def step_table(self, lrs: np.ndarray) -> np.ndarray:
         """(steps, 4) per-step scalars (lr, lr / c1, c2, lr * wd) in the dtype, as core/optim.py forms them."""
         o, dt = self.optimizer, self.dtype.type
         table = np.empty((len(lrs), 4), dtype=self.dtype)
@@ -317,7 +317,7 @@ class CudaEngine(Engine):
             )
         buf = self._train_buffers(min(batch_size, n))
         order_d = cuda.to_device(np.ascontiguousarray(order, dtype=np.int64))  # once per epoch
-        table = cuda.to_device(self._table(np.asarray(lrs[:steps], dtype=np.float64)))
+        table = cuda.to_device(self.step_table(np.asarray(lrs[:steps], dtype=np.float64)))
         row_loss, row_ok = self._row_buffers(n)
         for s in range(steps):
             start = s * batch_size
