@@ -7,7 +7,7 @@
   sqlite:///path/study.db     SQLite (one machine)
   postgresql://user@host/db   PostgreSQL, mysql://... MySQL: workers on many machines
 
-Every storage gets the same heartbeat (sweeper.study.Heartbeat): a running trial writes a
+Every storage gets the same heartbeat (sweeper.claim.Heartbeat): a running trial writes a
 ``heartbeat`` user attr every HEARTBEAT_SECONDS; a worker that dies (kill -9, a preempted
 node) stops beating, and after STALE_AFTER_SECONDS its RUNNING trial is failed and its
 parameters re-queued. On the worker's own host a dead process is noticed at once. (Optuna's

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from pathlib import Path
 
@@ -105,6 +106,27 @@ def test_every_option_composes_and_builds(group: str, option: str, data_file: st
         assert np.isfinite(loss)
     finally:
         engine.close()
+
+
+CODE_OPTIONS = [*OPTIONS, ("hydra", "default")]
+
+
+@pytest.mark.parametrize(("group", "option"), CODE_OPTIONS,
+                         ids=[f"{g}={o}" for g, o in CODE_OPTIONS])
+def test_every_option_names_its_code(group: str, option: str) -> None:
+    """One hop from an option to its code: a '# code:' line naming files that exist and, in
+    them, the functions and classes it names (``step()``, ``CpuEngine``)."""
+    lines = (CONF_DIR / group / f"{option}.yaml").read_text().splitlines()
+    code = [line.removeprefix("# code:") for line in lines if line.startswith("# code:")]
+    assert len(code) == 1, "one '# code:' line"
+    root = CONF_DIR.parent
+    named = re.findall(r"[\w/*]+\.py", code[0])  # a path, or a glob of several
+    files = [f for name in named for f in sorted(root.glob(name))]
+    assert named and all(any(root.glob(name)) for name in named), code[0]
+    text = "".join(f.read_text() for f in files)
+    for name in re.findall(r"(\w+)\(\)|\b([A-Z]\w+[a-z]\w*)\b", code[0]):
+        name = name[0] or name[1]
+        assert re.search(rf"^\s*(def|class) {name}\b", text, re.M), f"{name} in {code[0]}"
 
 
 def test_defaults_come_from_core_config() -> None:

@@ -10,11 +10,12 @@ float64 results match the reference to rounding.
 
 All compiled code lives in this one file on purpose: numba's on-disk cache of a function is
 invalidated only when the function's own file changes, so a kernel calling helpers from
-another module would silently keep stale copies of them after an edit. Only module-level njit
-functions are used (a jitted closure would miss the cache). Activations, losses and
-optimizers are picked by small integer codes derived from the config tuples. Scalars that must
-carry the array's dtype (1, the leaky slope, the update's constants) come in as elements of a
-dtype array, since numba would promote ``float32 * python float`` to float64.
+another module would silently keep stale copies of them after an edit: hence one file past
+STYLE.md's ~400 lines rather than several. Only module-level njit functions are used (a
+jitted closure would miss the cache). Activations, losses and optimizers are picked by small
+integer codes derived from the config tuples. Scalars that must carry the array's dtype (1,
+the leaky slope, the update's constants) come in as elements of a dtype array, since numba
+would promote ``float32 * python float`` to float64.
 ``error_model="numpy"`` everywhere: a division by zero gives inf/NaN as in NumPy instead of a
 per-element check that would also stop the loops from vectorising (Adam ran 9x slower).
 """
