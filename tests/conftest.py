@@ -1,4 +1,5 @@
-"""Shared test setup.
+"""Shared test setup. (tests/ is a package: pytest puts the repository root, its parent, on
+sys.path, so ``app``, ``core``, ``sweeper`` and ``tests.helpers`` import from this checkout.)
 
 The CUDA simulator must be switched on before numba is first imported, so it is set here,
 at the top of the first file pytest loads. It changes nothing for the CPU engines.
@@ -10,10 +11,3 @@ import os
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))

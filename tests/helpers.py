@@ -1,6 +1,11 @@
-"""Small configs shared by the tests."""
+"""Small configs shared by the tests, and the scripts loaded as modules."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 from core.config import (
     DataConfig,
@@ -41,3 +46,17 @@ def tiny_config(
     for name, value in sections.items():
         setattr(cfg, name, value)
     return cfg
+
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py as a module (scripts/ is not a package), loaded from its file as
+    ``python scripts/<name>.py`` would run it."""
+    module_name = f"nnsweep_script_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

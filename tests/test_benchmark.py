@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 
 import pytest
 
 from core import network as N
-from tests.conftest import ROOT
+from tests.helpers import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
     sys.path.insert(0, str(ROOT / "scripts"))
-    name = "nnsweep_benchmark_script"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark")
 
 
 @pytest.mark.parametrize("quick", [False, True])

@@ -6,7 +6,6 @@ with one field replaced, as a damaged or hand-edited file would be.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 
 from core import checkpoint as C
 from core.network import LayerSpec, NetworkSpec
+from tests.helpers import load_script
 
 
 def make(loss: str = "cross_entropy", n_out: int = 3, classes=("a", "b", "c")) -> C.Checkpoint:
@@ -84,10 +84,7 @@ def test_damaged_field_is_one_clear_line(saved, fields, message):
 
 
 def test_predict_script_reports_a_damaged_checkpoint_in_one_line(saved, capsys):
-    script = Path(__file__).resolve().parents[1] / "scripts" / "predict.py"
-    spec = importlib.util.spec_from_file_location("predict_script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("predict")
     assert module.main([str(rewrite(saved, meta=np.array("{oops")))]) == 2
     err = capsys.readouterr().err
     assert err.startswith("predict: error: checkpoint: ") and err.count("\n") == 1

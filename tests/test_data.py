@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -9,19 +8,10 @@ import pytest
 from core.config import ConfigError, DataConfig
 from core.data import load_dataset, read_file, split_indices
 from core.datasets import SPIRAL_TURNS, generate
+from tests.helpers import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ["digits", "moons", "circles", "blobs", "spirals", "xor"]
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_dataset = _load_script("make_dataset")
+make_dataset = load_script("make_dataset")
 
 
 def small(name: str, **kw) -> DataConfig:

@@ -6,10 +6,8 @@ prediction is compared with softmax(logits) computed here from the checkpoint's 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,22 +27,9 @@ from core.predict import (
     read_features,
     resolve_checkpoint,
 )
-from tests.helpers import tiny_config
+from tests.helpers import load_script, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script(name: str):
-    """scripts/ is not a package: load the file itself, as `python scripts/<name>.py` would."""
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_script", ROOT / "scripts" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-main = _load_script("predict").main
+main = load_script("predict").main
 
 
 def _train(out, data: str, *, seed: int = 0, epochs: int = 4, hidden=(8,)):

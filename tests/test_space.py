@@ -6,9 +6,9 @@ import optuna
 import optuna.distributions as D
 import pytest
 
+from app.compose import CONF_DIR
 from core.config import ConfigError
 from sweeper.space import load_space, parse_space, to_distribution
-from app.compose import CONF_DIR
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Live curves, progress line and the callback factory, driven by real runs of core.experiment."""
+"""app.live: live curves, progress line and the callback factory, driven by real runs of core.experiment."""
 
 from __future__ import annotations
 
