@@ -39,7 +39,7 @@ import hydra
 from omegaconf import DictConfig
 
 from app.compose import COMPOSE_ERRORS, config_error, register, release_claimed, to_experiment
-from app.live import shown
+from app.terminal import shown
 from core.config import ConfigError
 
 log = logging.getLogger("nnsweep")

@@ -17,8 +17,8 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import NoReturn
 
+from app.terminal import OneLineParser
 from core.config import SEED_MAX, ConfigError, check_range
 from sweeper.settings import AUTO_CV_MAX_SAMPLES, AUTO_FOLDS, PRUNERS, SAMPLERS
 
@@ -26,15 +26,8 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a folder name un
 JOBS_PER_CORE = 4  # more worker processes than this only thrash (each trains and imports numba)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the project's bad-input line: ``error: --flag: ...``, status 2, no usage."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message.removeprefix('argument ')}\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(
+    p = OneLineParser(
         description="Optuna hyperparameter search for nnsweep networks.",
         epilog="Anything after the flags is a Hydra override for every trial, e.g. data=moons.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -129,8 +122,8 @@ def cv_arg(text: str) -> int | str:
 
 def settings_from_args(args: argparse.Namespace):
     from app.compose import CONF_DIR, compose_experiment
-    from sweeper.space import load_space
     from sweeper.settings import StudySettings, auto_folds
+    from sweeper.space import load_space
 
     space = load_space(args.space, CONF_DIR)
     metric = args.metric or space.metric or "val_accuracy"
@@ -196,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         from sweeper.report import write_report
-        from sweeper.study import run_study
         from sweeper.storage import describe_storage
+        from sweeper.study import run_study
 
         print(f"study {settings.name!r}: {settings.trials} trials, space {settings.space.source}, "
               f"storage {describe_storage(settings.storage, settings.dir)}", file=sys.stderr)

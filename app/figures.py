@@ -23,12 +23,16 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: Path) -> None:
-    """Save atomically: a viewer never reads half a PNG."""
+def save_figure(fig, path: str | Path) -> Path:
+    """Save atomically (a viewer never reads half a PNG), close the figure; return the path."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     os.replace(tmp, path)
+    plt.close(fig)
+    return path
 
 
 def plot_curves(metrics: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
@@ -60,9 +64,7 @@ def plot_curves(metrics: pd.DataFrame, path: str | Path, *, title: str = "") -> 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    save_figure(fig, Path(path))
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_run_curves(run_dir: str | Path, summary: dict) -> Path | None:

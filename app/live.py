@@ -34,16 +34,7 @@ __all__ = [
     "close_callbacks",
     "default_callbacks",
     "display_available",
-    "shown",
 ]
-
-
-def shown(path: str | Path) -> str:
-    """A path as the terminal shows it: relative to the working directory when below it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 class LiveCurves:

@@ -26,7 +26,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .live import shown
+from .terminal import shown
 
 FINAL = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"]
 RUN = ["best_epoch", "epochs_run", "stop_reason", "seconds"]
@@ -193,7 +193,6 @@ def plot_comparison(results: pd.DataFrame, curves: pd.DataFrame, out: Path) -> l
     fig.tight_layout()
     paths.append(out / "val_curves.png")
     save_figure(fig, paths[-1])
-    plt.close(fig)
 
     # 2. final test metric per job (failed jobs have no bar)
     metric = "test_accuracy" if has_acc else "test_loss"
@@ -213,7 +212,6 @@ def plot_comparison(results: pd.DataFrame, curves: pd.DataFrame, out: Path) -> l
     fig.tight_layout()
     paths.append(out / "test_metric.png")
     save_figure(fig, paths[-1])
-    plt.close(fig)
 
     # 3. learning rate against epoch per job
     fig, ax = plt.subplots(figsize=(7.7, 4))
@@ -229,7 +227,6 @@ def plot_comparison(results: pd.DataFrame, curves: pd.DataFrame, out: Path) -> l
     fig.tight_layout()
     paths.append(out / "lr.png")
     save_figure(fig, paths[-1])
-    plt.close(fig)
     return paths
 
 

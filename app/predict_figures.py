@@ -88,9 +88,7 @@ def plot_grid(
     n_wrong = int(np.sum(pred[:m] != y[:m]))
     fig.suptitle(f"{title}\npredicted / true, {n_wrong} of {m} wrong (red)".strip(), fontsize=10)
     fig.tight_layout()
-    save_figure(fig, Path(path))
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def boundary_grid(
@@ -183,9 +181,7 @@ def plot_boundary(
     acc = evaluate_scores(predictor, S_samples, y)[1] if len(y) else float("nan")
     ax.set_title(f"{title}\ndecision boundary, accuracy {acc:.3f}".strip(), fontsize=10)
     fig.tight_layout()
-    save_figure(fig, Path(path))
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(
@@ -223,6 +219,5 @@ def plot_confusion(
         f"{title}\nconfusion matrix, accuracy {acc:.3f} (n={M.sum()})".strip(), fontsize=10
     )
     fig.tight_layout()
-    save_figure(fig, Path(path))
-    plt.close(fig)
+    save_figure(fig, path)
     return M

@@ -30,7 +30,7 @@ from .experiment import (
     cached_data,
     checkpoint_of,
     make_summary,
-    targets,
+    split_targets,
     write_run_files,
 )
 from .predict import Predictor, ensemble_metrics
@@ -139,8 +139,7 @@ def run_cv(
             folds = []
             for c, ds, (fold_spec, params) in zip(fold_cfgs, data.folds, built):
                 engines.append(make_engine(c, fold_spec, params))
-                T = {s: targets(getattr(ds, s).y, spec.loss, spec.n_out, dtype)
-                     for s in ("train", "val")}
+                T = split_targets(ds, spec, dtype, ("train", "val"))
                 folds.append(Fold(engines[-1], ds.train.X, T["train"], ds.val.X, T["val"],
                                   seed=c.trainer.seed))
             result = fit_folds(folds, cfg, callbacks)

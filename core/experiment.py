@@ -58,6 +58,21 @@ def targets(y: np.ndarray, loss: str, n_out: int, dtype: str | np.dtype) -> np.n
     return T
 
 
+def split_targets(
+    ds: Dataset, spec, dtype: str, splits: tuple[str, ...] = ("train", "val", "test")
+) -> dict[str, np.ndarray]:
+    """The target matrix of each split (see ``targets``)."""
+    return {s: targets(getattr(ds, s).y, spec.loss, spec.n_out, dtype) for s in splits}
+
+
+def evaluate_splits(engine, ds: Dataset, T: dict, *, evaluate_test: bool) -> dict:
+    """(loss, accuracy) of every split; test's is NaN unless ``evaluate_test``."""
+    splits = ("train", "val", "test") if evaluate_test else ("train", "val")
+    final = {s: engine.evaluate(getattr(ds, s).X, T[s]) for s in splits}
+    final.setdefault("test", (float("nan"), float("nan")))
+    return final
+
+
 def build(cfg: ExperimentConfig, ds: Dataset):
     """Network spec and initial parameters for this config and data set."""
     loss = resolve_loss(cfg.trainer.loss, ds)
@@ -185,15 +200,12 @@ def run(
     engine_name = resolve_engine(cfg.engine.name)  # fail before loading data
     ds = cached_dataset(cfg.data, cfg.trainer.dtype)
     spec, params = build(cfg, ds)
-    dtype = cfg.trainer.dtype
-    T = {name: targets(getattr(ds, name).y, spec.loss, spec.n_out, dtype) for name in ("train", "val", "test")}
+    T = split_targets(ds, spec, cfg.trainer.dtype)
     engine = make_engine(cfg, spec, params)
     with blas_limit(cfg, spec):
         try:
             result = fit(engine, cfg, ds.train.X, T["train"], ds.val.X, T["val"], callbacks)
-            splits = ("train", "val", "test") if evaluate_test else ("train", "val")
-            final = {split: engine.evaluate(getattr(ds, split).X, T[split]) for split in splits}
-            final.setdefault("test", (float("nan"), float("nan")))
+            final = evaluate_splits(engine, ds, T, evaluate_test=evaluate_test)
             final_params = engine.get_params()
         finally:
             engine.close()

@@ -21,7 +21,15 @@ from . import checkpoint as C
 from .config import ConfigError, ExperimentConfig
 from .data import raw_test_split, refit_data
 from .engines import make_engine, resolve_engine
-from .experiment import blas_limit, build, checkpoint_of, make_summary, targets, write_run_files
+from .experiment import (
+    blas_limit,
+    build,
+    checkpoint_of,
+    evaluate_splits,
+    make_summary,
+    split_targets,
+    write_run_files,
+)
 from .predict import Predictor, data_config, ensemble_metrics, load_predictor
 from .trainer import Callback, Fold, fit_folds
 
@@ -72,8 +80,7 @@ def refit(
     es = replace(cfg.trainer.early_stopping, enabled=False)  # no val split to stop on
     run_cfg = replace(cfg, trainer=replace(cfg.trainer, early_stopping=es))
     spec, params = build(run_cfg, ds)
-    T = {s: targets(getattr(ds, s).y, spec.loss, spec.n_out, dtype)
-         for s in ("train", "val", "test")}
+    T = split_targets(ds, spec, dtype)
 
     def stop(row: dict) -> str | None:
         return "refit_epochs" if row["epoch"] >= epochs else None
@@ -83,9 +90,7 @@ def refit(
         try:
             fold = Fold(engine, ds.train.X, T["train"], ds.val.X, T["val"], seed=cfg.trainer.seed)
             result = fit_folds([fold], run_cfg, [*callbacks, stop], base_lrs=base_lrs)
-            splits = ("train", "val", "test") if evaluate_test else ("train", "val")
-            final = {s: engine.evaluate(getattr(ds, s).X, T[s]) for s in splits}
-            final.setdefault("test", (float("nan"), float("nan")))
+            final = evaluate_splits(engine, ds, T, evaluate_test=evaluate_test)
             final_params = engine.get_params()
         finally:
             engine.close()

@@ -12,25 +12,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 if (ROOT / "core" / "__init__.py").is_file() and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as `python scripts/make_dataset.py` from a checkout
 
+from app.terminal import OneLineParser
 from core.config import ConfigError, check_range
 from core.datasets import FILE_EXTENSIONS, GENERATED, check_size, generate, write_file
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the script's bad-input line: ``make_dataset: error: --flag: ...``."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"make_dataset: error: {message.removeprefix('argument ')}\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(
+    parser = OneLineParser(
+        prefix="make_dataset: ",
         description="Generate a data set and write it to .npz or .csv.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

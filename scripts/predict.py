@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 if (ROOT / "core" / "__init__.py").is_file() and str(ROOT) not in sys.path:
@@ -26,6 +25,7 @@ if (ROOT / "core" / "__init__.py").is_file() and str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from app.terminal import OneLineParser  # noqa: E402
 from core.config import ConfigError, check_choice, check_range  # noqa: E402
 from core.predict import (  # noqa: E402
     Predictor,
@@ -41,15 +41,9 @@ MAX_RESOLUTION = 2000  # --boundary scores resolution^2 mesh points (4 million)
 SPLITS = ("train", "val", "test")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the script's bad-input line: ``predict: error: --flag: ...``, status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"predict: error: {message.removeprefix('argument ')}\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(
+    parser = OneLineParser(
+        prefix="predict: ",
         description="Predict with a trained nnsweep checkpoint; draw and ensemble predictions.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n")[2],

@@ -27,11 +27,7 @@ def _setup():
 def _save(fig, path: Path) -> Path:
     from app.figures import save_figure
 
-    save_figure(fig, path)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def param_columns(study, trials: pd.DataFrame) -> list[str]:

@@ -27,6 +27,13 @@ with warnings.catch_warnings():  # the simulator's numba.cuda.random passes nopy
     warnings.simplefilter("ignore", NumbaDeprecationWarning)
     from numba.cuda.random import create_xoroshiro128p_states
 
+MARKS = [  # every CUDA test module's pytestmark
+    pytest.mark.cuda,
+    # the simulator runs numba.cuda.random's uint64 arithmetic on NumPy scalars
+    pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning"),
+]
+
 
 def _race_free_shared_array(self, shape, dtype, *args, **kwargs):
     """The simulator's cuda.shared.array, made safe for its threads.

@@ -23,15 +23,17 @@ if not (cuda_simulated() or cuda_available()):
 
 from core.engines._cuda_kernels import ACT_CODES, LOSS_CODES, build_kernels  # noqa: E402
 from core.engines.cuda import Launch  # noqa: E402
-from tests.cuda_sim import build_pair, dev, fast_simulator, layer_block, states  # noqa: E402, F401
+from tests.cuda_sim import (  # noqa: E402, F401 (fast_simulator: an autouse fixture)
+    MARKS,
+    build_pair,
+    dev,
+    fast_simulator,
+    layer_block,
+    states,
+)
 from tests.engine_contract import problem  # noqa: E402
 
-pytestmark = [
-    pytest.mark.cuda,
-    # the simulator runs numba.cuda.random's uint64 arithmetic on NumPy scalars
-    pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
-    pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning"),
-]
+pytestmark = MARKS
 
 
 # ---------------------------------------------------------------- kernels against NumPy

@@ -28,14 +28,9 @@ if not (cuda_simulated() or cuda_available()):
 
 from core.engines._cuda_kernels import kernel_signatures  # noqa: E402
 from core.engines.cuda import CudaEngine, Launch, resolve_device  # noqa: E402
-from tests.cuda_sim import build_pair, fast_simulator  # noqa: E402, F401
+from tests.cuda_sim import MARKS, build_pair, fast_simulator  # noqa: E402, F401 (autouse)
 
-pytestmark = [
-    pytest.mark.cuda,
-    # the simulator runs numba.cuda.random's uint64 arithmetic on NumPy scalars
-    pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
-    pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning"),
-]
+pytestmark = MARKS
 
 
 # ---------------------------------------------------------------- the contract

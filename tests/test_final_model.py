@@ -15,7 +15,6 @@ from core.network import predict_logits
 from core.predict import load_predictor
 from tests.helpers import tiny_config
 
-
 # ------------------------------------------------------------------ fold ensemble
 
 

@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 
 from .. import functional as F
-from ..config import OptimizerConfig, RegularizationConfig
+from ..config import ConfigError, OptimizerConfig, RegularizationConfig
 from ..network import NetworkSpec
 
 
@@ -34,6 +34,10 @@ class Engine(ABC):
         self.regularization = regularization
         self.seed = seed
         self.dtype = params.dtype
+        if self.dtype not in (np.float32, np.float64):
+            raise ConfigError(
+                f"trainer.dtype: {self.dtype} is not supported; allowed: float32, float64"
+            )
 
     @abstractmethod
     def set_train_data(self, X: np.ndarray, T: np.ndarray) -> None:

@@ -25,7 +25,6 @@ from ..config import (
     ACTIVATION_CODES,
     LOSS_CODES,
     OPTIMIZER_CODES,
-    ConfigError,
     OptimizerConfig,
     RegularizationConfig,
 )
@@ -53,10 +52,6 @@ class CpuEngine(Engine):
         seed: int = 0,
     ) -> None:
         super().__init__(spec, params, optimizer, regularization, seed=seed)
-        if self.dtype not in (np.float32, np.float64):
-            raise ConfigError(
-                f"trainer.dtype: {self.dtype} is not supported; allowed: float32, float64"
-            )
         dt = self.dtype.type
         self.params = _c(np.array(params, copy=True), self.dtype)  # (P,) [W1, b1, W2, b2, ...]
         self.grad = np.zeros_like(self.params)

@@ -121,10 +121,6 @@ class CudaEngine(Engine):
         launch: Launch | None = None,
     ) -> None:
         super().__init__(spec, params, optimizer, regularization, seed=seed)
-        if self.dtype not in (np.float32, np.float64):
-            raise ConfigError(
-                f"trainer.dtype: {self.dtype} is not supported; allowed: float32, float64"
-            )
         self.device = resolve_device(device)
         cuda.select_device(self.device)
         self.launch = launch or (Launch.simulator() if cuda_simulated() else Launch())
