@@ -18,13 +18,18 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["data=moons", "data.n_samples=200", "engine=numpy"]
 
 
-def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MPLBACKEND": "Agg", "HYDRA_FULL_ERROR": "0"}
+def app_env(**extra: str) -> dict[str, str]:
+    """run.py's environment: headless plots, Hydra's short errors, then ``extra``."""
+    return {**os.environ, "MPLBACKEND": "Agg", "HYDRA_FULL_ERROR": "0", **extra}
+
+
+def run_app(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """``python run.py *args`` in ``cwd`` to its end; ``env`` adds environment variables."""
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         check=False,
         cwd=cwd,
-        env=env,
+        env=app_env(**env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -50,10 +55,10 @@ def taken_seconds(root: Path, seconds: int = 90) -> list[Path]:
 
 
 def start_app(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "MPLBACKEND": "Agg", "HYDRA_FULL_ERROR": "0"}
+    """``python run.py *args`` in ``cwd``, running on (see finish)."""
     cmd = [sys.executable, str(ROOT / "run.py"), *args]
     return subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd, cwd=cwd, env=app_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 

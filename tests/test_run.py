@@ -7,9 +7,7 @@ outputs/ (tests/cli.py).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -83,16 +81,7 @@ def test_bad_input_leaves_no_folder_behind(tmp_path: Path, args: list[str]) -> N
 
 
 def test_hydra_full_error_still_shows_the_traceback(tmp_path: Path) -> None:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "optimizer=nope"],
-        check=False,
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_app("optimizer=nope", cwd=tmp_path, HYDRA_FULL_ERROR="1")
     assert proc.returncode == 1 and "Traceback" in proc.stderr
     assert "MissingConfigException" in proc.stderr
 
@@ -205,15 +194,6 @@ def test_cfg_job_help_and_tab_completion(tmp_path: Path) -> None:
     assert (cfg["optimizer"]["name"], cfg["scheduler"]["name"]) == ("momentum", "cyclic")
     helped = run_app("--help", cwd=tmp_path)
     assert "optimizer: adam, adamw, cosine, cyclic, momentum" in helped.stdout
-    env = {**os.environ, "COMP_LINE": "python run.py scheduler=co"}
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "-sc", "query=bash"],
-        check=False,
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = run_app("-sc", "query=bash", cwd=tmp_path, COMP_LINE="python run.py scheduler=co")
     assert completed.stdout.split() == ["scheduler=constant", "scheduler=cosine"]
     assert not any(tmp_path.iterdir())  # none of these wrote a run folder
