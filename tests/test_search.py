@@ -505,3 +505,17 @@ def test_bad_override_stops_search_py_with_one_line(tmp_path, override, expected
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and err.startswith(expected) and err.count("\n") == 1, err
     assert not (tmp_path / "studies").exists()
+
+
+def test_a_deleted_best_trial_folder_is_retrained_not_dropped(tmp_path):
+    import shutil
+
+    s = settings(tmp_path, 3, sampler="random", pruner="none")
+    study = run_study(s, progress=False)
+    first = write_report(study, s.dir, plots=False)
+    shutil.rmtree(study.trials[first["best_trial"]].user_attrs["run"]["dir"])
+    again = write_report(study, s.dir, plots=False)
+    assert "retrained from the trial's overrides" in again["note"]
+    # training is deterministic for its seed: the same model, the same test result
+    assert again["test_accuracy"] == first["test_accuracy"]
+    assert again["test_loss"] == pytest.approx(first["test_loss"], rel=1e-6)
