@@ -33,7 +33,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
@@ -42,13 +42,17 @@ from app.compose import COMPOSE_ERRORS, config_error, register, release_claimed,
 from app.terminal import shown
 from core.config import ConfigError
 
+if TYPE_CHECKING:
+    from sweeper.trial_link import TrialLink
+
 log = logging.getLogger("nnsweep")
 register()  # the ExperimentConfig schema conf/config.yaml names first in its defaults
 
 
-def sweep_value(summary: dict[str, Any]) -> float:
-    """The metric a sweeper optimises: val_accuracy (maximise) or, for regression, val_loss."""
-    key = "val_accuracy" if summary.get("task") == "classification" else "val_loss"
+def optimized_metric(summary: dict[str, Any], name: str | None = None) -> float:
+    """What main returns to a Hydra sweeper: the config's ``optimized_metric``, by default
+    val_accuracy (maximise) or, for regression, val_loss."""
+    key = name or ("val_accuracy" if summary.get("task") == "classification" else "val_loss")
     value = summary.get(key)
     return float("nan") if value is None else float(value)
 
@@ -70,12 +74,20 @@ def progress(epochs: int) -> Callable[[dict], str | None]:
     return log_epoch
 
 
-def train(cfg: DictConfig, out_dir: str | Path | None, *, live: bool = False) -> dict[str, Any]:
+def train(
+    cfg: DictConfig,
+    out_dir: str | Path | None,
+    *,
+    live: bool = False,
+    link: TrialLink | None = None,
+) -> dict[str, Any]:
     """Validate the composed config, train, write the run folder and draw its curves.png;
     return the summary.
 
     ``live``: a single run in a terminal shows the progress line and redraws curves.png
-    while it trains (``view=...``); multirun jobs log ten epoch lines instead.
+    while it trains (``view=...``); multirun jobs log ten epoch lines instead. ``link``
+    (sweeper.trial_link.TrialLink): a trial of the nnsweep sweeper, which this job reports
+    every epoch to and cross-validates like the study's other trials.
     """
     exp = to_experiment(cfg)  # ConfigError before any data is loaded
     from app.live import close_callbacks, default_callbacks
@@ -88,9 +100,16 @@ def train(cfg: DictConfig, out_dir: str | Path | None, *, live: bool = False) ->
         if live
         else [progress(exp.trainer.epochs)]
     )
+    if link is not None:
+        callbacks.append(link.report)
     reason = "error"
     try:
-        summary = run(exp, out_dir=out_dir, callbacks=callbacks)
+        if link is not None and link.cv > 1:
+            from core.crossval import run_cv
+
+            summary = run_cv(exp, link.cv, out_dir=out_dir, callbacks=callbacks)
+        else:
+            summary = run(exp, out_dir=out_dir, callbacks=callbacks)
         reason = summary["stop_reason"]
     finally:
         close_callbacks(callbacks, reason)
@@ -98,11 +117,18 @@ def train(cfg: DictConfig, out_dir: str | Path | None, *, live: bool = False) ->
         from app.figures import plot_run_curves
 
         plot_run_curves(out_dir, summary)
+    if link is not None:
+        link.finish(summary, out_dir)
     return summary
 
 
-def _record_failure(out_dir: Path, message: str, detail: str) -> None:
-    """A failed multirun job: error.txt tells results.csv why (no summary.json is written)."""
+def _record_failure(
+    out_dir: Path, message: str, detail: str, link: TrialLink | None = None
+) -> None:
+    """A failed multirun job: error.txt tells results.csv why (no summary.json is written),
+    and the nnsweep sweeper's trial records the reason."""
+    if link is not None:
+        link.finish(out_dir=out_dir, fail_reason=message)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "error.txt").write_text(f"{message}\n\n{detail}")
     print(f"error: {message} (job folder {shown(out_dir)})", file=sys.stderr)
@@ -116,20 +142,25 @@ def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    link = None
+    if os.environ.get("NNSWEEP_TRIAL"):  # a trial of the nnsweep sweeper (sweeper.trial_link)
+        from sweeper.trial_link import TrialLink
+
+        link = TrialLink.from_env()
     try:
-        summary = train(cfg, out_dir, live=not multirun)
+        summary = train(cfg, out_dir, live=not multirun, link=link)
     except ConfigError as e:
         if not multirun:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        _record_failure(out_dir, str(e), "")
+        _record_failure(out_dir, str(e), "", link)
         return float("nan")
     except Exception as e:  # one broken job must not end a whole multirun
         if not multirun:
             raise
-        _record_failure(out_dir, f"{type(e).__name__}: {e}", traceback.format_exc())
+        _record_failure(out_dir, f"{type(e).__name__}: {e}", traceback.format_exc(), link)
         return float("nan")
-    metric = sweep_value(summary)
+    metric = optimized_metric(summary, cfg.get("optimized_metric"))
     acc = summary.get("test_accuracy")
     test = (
         f"test_accuracy {acc:.4f}"

@@ -38,7 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage", default=None,  # not the env value: --help would print a password
                    help="Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file; "
                         "default: $NNSWEEP_STORAGE, else outputs/studies/<study>/journal.log")
-    p.add_argument("--space", default="default", help="conf/search/<name>.yaml or a path to a YAML file")
+    p.add_argument("--space", default="default",
+                   help="conf/hparams_search/<name>.yaml (the hparams_search group run.py uses) or "
+                        "a path to a YAML file with params:, layers:, overrides:")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     p.add_argument("--pruner", default="median", choices=PRUNERS)
     p.add_argument("--jobs", type=jobs_arg, default="auto",

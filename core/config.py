@@ -277,3 +277,10 @@ class ExperimentConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     view: ViewConfig = field(default_factory=ViewConfig)
+    # what run.py returns to a Hydra sweeper: a metric of the run's summary (val_accuracy,
+    # val_loss, train_loss, train_accuracy); None: val_accuracy, or val_loss for regression
+    optimized_metric: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.optimized_metric is not None:
+            check_choice("optimized_metric", self.optimized_metric, METRICS)

@@ -1,6 +1,7 @@
 """Search spaces written in Hydra's sweep grammar, turned into Optuna distributions.
 
-A space file (``conf/search/<name>.yaml``) has three parts:
+A space is an option of the ``hparams_search`` config group (``conf/hparams_search/<name>.yaml``,
+its ``hydra.sweeper`` section; see load_space), or a plain YAML file with three parts:
 
     params:            # key -> Hydra sweep expression (or a plain value: fixed)
       optimizer: choice(sgd, adam)                  # a config group option
@@ -233,23 +234,49 @@ def _n_values(d: Any) -> float:
     return math.inf
 
 
+SPACES_GROUP = "hparams_search"  # conf/hparams_search/<name>.yaml: spaces as a Hydra config group
+
+
 def load_space(name_or_path: str, conf_dir: Path) -> SearchSpace:
-    """A space by name (``conf/search/<name>.yaml``) or by path to a YAML file."""
+    """A space by name (``conf/hparams_search/<name>.yaml``, the group ``python run.py -m
+    hparams_search=<name>`` uses) or by path to a YAML file in the plain format
+    (params:, layers:, overrides:, metric:, direction:, cv:)."""
+    path = Path(name_or_path)
+    named = path.suffix not in (".yaml", ".yml")
+    if named:
+        path = conf_dir / SPACES_GROUP / f"{name_or_path}.yaml"
+    if not path.exists():
+        available = sorted(p.stem for p in (conf_dir / SPACES_GROUP).glob("*.yaml"))
+        raise ConfigError(f"search.space: no space {name_or_path!r}; available: {', '.join(available)}")
+    data = _read_yaml(path, resolve=not named)  # a group option may name Hydra's own ${...}
+    if named:
+        return group_space(data, name_or_path, str(path))
+    return parse_space(data, source=str(path))
+
+
+def group_space(data: Any, name: str, source: str) -> SearchSpace:
+    """The space of an hparams_search option: ``hydra.sweeper`` holds params, layers,
+    metric, direction and cv; everything else in the file (its defaults and values) is
+    applied to every trial by composing with ``hparams_search=<name>``."""
+    sweeper = (data.get("hydra") or {}).get("sweeper") if isinstance(data, dict) else None
+    if not isinstance(sweeper, dict):
+        raise ConfigError(f"search: {source} has no hydra.sweeper section; allowed: an "
+                          f"{SPACES_GROUP} option with hydra.sweeper.params")
+    keys = ("params", "layers", "metric", "direction", "cv")
+    space = parse_space({k: sweeper[k] for k in keys if k in sweeper}, source=source)
+    space.overrides = [f"{SPACES_GROUP}={name}"]
+    return space
+
+
+def _read_yaml(path: Path, *, resolve: bool) -> Any:
     import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = conf_dir / "search" / f"{name_or_path}.yaml"
-    if not path.exists():
-        available = sorted(p.stem for p in (conf_dir / "search").glob("*.yaml"))
-        raise ConfigError(f"search.space: no space {name_or_path!r}; available: {', '.join(available)}")
     try:
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=resolve)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ConfigError(
             f"search.space: cannot read {path} as YAML ({type(e).__name__}: {first})"
         ) from None
-    return parse_space(data, source=str(path))

@@ -44,3 +44,12 @@ def test_targets_compare_times_and_mark_missing_contestants(bench) -> None:
     assert math.isnan(tiny_torch["measured"]) and tiny_torch["met"] is None
     assert wide_peak["measured"] == pytest.approx(100 * 170 / 190) and wide_peak["met"] is True
     assert "85%" in wide_peak["target"] and "1.3x pytorch" in wide_torch["target"]
+
+
+def test_flops_count_real_matrix_products(bench) -> None:
+    wide, tiny = bench.workloads(False)
+    # 784-256-128-10 on 60,000 samples: no input gradient for the first layer
+    assert wide.flops == 60_000 * (4 * 784 * 256 + 6 * (256 * 128 + 128 * 10))
+    assert wide.flops / 1e9 == pytest.approx(60.4, abs=0.05)
+    assert 6 * wide.n_params * wide.n / wide.flops == pytest.approx(1.40, abs=0.01)  # the old overcount
+    assert tiny.flops == 200 * 2_000 * (4 * 2 * 16 + 6 * (16 * 16 + 16 * 2))

@@ -13,7 +13,7 @@ from core.config import ConfigError
 from sweeper.compose import ComposeCache
 from sweeper.space import load_space
 
-SPACES = sorted(p.stem for p in (CONF_DIR / "search").glob("*.yaml"))
+SPACES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
 
 
 def fields(obj, prefix=""):

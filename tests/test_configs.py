@@ -26,7 +26,7 @@ from core.data import load_dataset
 from core.engines import ENGINE_CLASSES, cuda_available, make_engine, resolve_engine
 from core.experiment import build, n_outputs, targets
 
-GROUPS = [f.name for f in dataclasses.fields(ExperimentConfig)]  # one conf/ folder each
+GROUPS = [f.name for f in dataclasses.fields(ExperimentConfig) if dataclasses.is_dataclass(f.default_factory)]  # one conf/ folder each  # noqa: E501
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 OPTIONS_BY_GROUP = {g: [o for gg, o in OPTIONS if gg == g] for g in GROUPS}
 STRATEGIES = ["cosine", "cyclic", "plateau"]  # optimizer options that also pick the scheduler
@@ -60,7 +60,7 @@ def own_values(group: str, option: str) -> dict:
 def test_defaults_list_names_every_group_scheduler_before_optimizer() -> None:
     defaults = yaml.safe_load((CONF_DIR / "config.yaml").read_text())["defaults"]
     order = [next(iter(d)) for d in defaults if isinstance(d, dict)]
-    assert set(GROUPS) | {"hydra"} == set(order)
+    assert set(GROUPS) | {"hydra", "hparams_search"} == set(order)
     # Hydra applies an override in a group option only to groups listed before that group
     assert order.index("scheduler") < order.index("optimizer")
     assert all(OPTIONS_BY_GROUP[g] for g in GROUPS), "every group folder holds options"
@@ -108,7 +108,8 @@ def test_every_option_composes_and_builds(group: str, option: str, data_file: st
         engine.close()
 
 
-CODE_OPTIONS = [*OPTIONS, ("hydra", "default")]
+SPACES = [("hparams_search", p.stem) for p in sorted((CONF_DIR / "hparams_search").glob("*.yaml"))]
+CODE_OPTIONS = [*OPTIONS, ("hydra", "default"), *SPACES]
 
 
 @pytest.mark.parametrize(("group", "option"), CODE_OPTIONS,

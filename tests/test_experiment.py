@@ -129,3 +129,44 @@ def test_a_network_larger_than_memory_is_one_line_before_allocating():
     with pytest.raises(ConfigError, match=rf"layers.hidden: \[{width}, {width}\] makes {n_params:,} "):
         run(cfg)
     assert 6 * 4 * n_params > memory_bytes()
+
+
+@pytest.mark.parametrize(("hidden", "n_in", "batch", "threads", "expected"), [
+    ([120, 40], 64, 32, None, 1),  # digits: 32 x 64 x 120 = 0.25 M multiply-adds a product
+    ([256, 128], 784, 128, None, None),  # 128 x 784 x 256 = 25.7 M: the library's threads
+    ([256, 256], 64, 31, None, 1),  # 31 x 256 x 256 = 2,031,616 < 2**21
+    ([256, 256], 64, 32, None, None),  # 32 x 256 x 256 = 2,097,152 = 2**21
+    ([8], 2, 16, 3, 3),  # engine.threads wins
+])
+def test_blas_threads_follow_the_largest_product(hidden, n_in, batch, threads, expected):
+    from core.config import EngineConfig, LayersConfig, RegularizationConfig
+    from core.experiment import blas_threads
+    from core.network import build_spec
+
+    cfg = tiny_config(batch_size=batch)
+    cfg.engine = EngineConfig(threads=threads)
+    spec = build_spec(LayersConfig(hidden=hidden), RegularizationConfig(), n_in=n_in, n_out=10,
+                      loss="cross_entropy")
+    assert blas_threads(cfg, spec) == expected
+
+
+def test_a_worker_loads_each_data_set_once_read_only_and_rereads_a_changed_file(tmp_path):
+    from core.data import write_file
+    from core.experiment import cached_dataset
+
+    cfg = DataConfig(name="moons", n_samples=120)
+    a, b = cached_dataset(cfg, "float32"), cached_dataset(DataConfig(name="moons", n_samples=120), "float32")
+    assert a is b and not a.train.X.flags.writeable
+    with pytest.raises(ValueError):
+        a.train.X[0, 0] = 1.0
+    assert cached_dataset(DataConfig(name="moons", n_samples=121), "float32") is not a
+    path = tmp_path / "d.csv"
+    X = np.arange(40, dtype=float).reshape(20, 2)
+    write_file(path, X, np.arange(20) % 2)
+    first = cached_dataset(DataConfig(name="file", path=str(path)), "float32")
+    write_file(path, X * 3, np.arange(20) % 2)
+    import os
+
+    os.utime(path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    second = cached_dataset(DataConfig(name="file", path=str(path)), "float32")
+    assert second is not first and second.mean[0] == pytest.approx(3 * first.mean[0])

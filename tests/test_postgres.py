@@ -75,6 +75,7 @@ def postgres_url():
 def _worker(url: str, out: Path, study: str, trials: int, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, str(ROOT / "search.py"), "--storage", url, "--study", study, "--trials", str(trials),
            "--space", "quick", "--pruner", "none", "--out", str(out), "--quiet", "--no-plots",
+           "--jobs", "1", "--cv", "1",  # one worker process each, hold-out trials
            "data=digits", "trainer.early_stopping.enabled=false", "engine=numpy", "engine.threads=1", *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

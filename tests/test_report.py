@@ -1,4 +1,5 @@
-"""sweeper.report: the best trial's config and run.py line reproduce it; integers stay integers."""
+"""sweeper.report: the best trial's config and run.py line reproduce it, integers stay integers,
+a deleted best-trial folder is retrained."""
 
 from __future__ import annotations
 
@@ -31,3 +32,17 @@ def test_best_config_reruns_to_the_trials_validation_result_and_ints_stay_ints(t
     for col in ("trainer.batch_size", "layers.depth", "layers.units_0", "layers.units_1"):
         i = header.index(col)
         assert all("." not in row.split(",")[i] for row in trials[1:]), col
+
+
+def test_a_deleted_best_trial_folder_is_retrained_not_dropped(tmp_path):
+    import shutil
+
+    s = settings(tmp_path, 3, sampler="random", pruner="none")
+    study = run_study(s, progress=False)
+    first = write_report(study, s.dir, plots=False)
+    shutil.rmtree(study.trials[first["best_trial"]].user_attrs["run"]["dir"])
+    again = write_report(study, s.dir, plots=False)
+    assert "retrained from the trial's overrides" in again["note"]
+    # training is deterministic for its seed: the same model, the same test result
+    assert again["test_accuracy"] == first["test_accuracy"]
+    assert again["test_loss"] == pytest.approx(first["test_loss"], rel=1e-6)

@@ -23,7 +23,7 @@ from tests.cli import ROOT, RUN_FILES, TINY, finish, is_png, run_app, start_app,
 
 def test_default_config_trains_a_good_digits_model(tmp_path: Path) -> None:
     """`python run.py` composes this config; train() is what its main calls."""
-    from run import sweep_value, train
+    from run import optimized_metric, train
 
     cfg, _ = compose_experiment(["engine=numpy"])  # the default run on the reference engine
     summary = train(cfg, tmp_path)
@@ -33,8 +33,9 @@ def test_default_config_trains_a_good_digits_model(tmp_path: Path) -> None:
     assert is_png(tmp_path / "curves.png")
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["config"]["optimizer"]["name"] == "adam"
-    assert sweep_value(summary) == summary["val_accuracy"]
-    assert sweep_value({"task": "regression", "val_loss": 0.25, "val_accuracy": None}) == 0.25
+    assert optimized_metric(summary) == summary["val_accuracy"]
+    assert optimized_metric(summary, "val_loss") == summary["val_loss"]
+    assert optimized_metric({"task": "regression", "val_loss": 0.25, "val_accuracy": None}) == 0.25
 
 
 # ---------------------------------------------------------------- every run its own folder

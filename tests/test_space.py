@@ -85,8 +85,9 @@ def test_overrides_for_known_params_round_trip():
 def test_every_shipped_space_loads_and_composes():
     from app.compose import compose_experiment
 
-    for path in sorted((CONF_DIR / "search").glob("*.yaml")):
-        space = load_space(str(path), CONF_DIR)
+    for path in sorted((CONF_DIR / "hparams_search").glob("*.yaml")):
+        space = load_space(path.stem, CONF_DIR)
+        assert space.overrides == [f"hparams_search={path.stem}"]
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         for _ in range(3):
             _, cfg = compose_experiment(space.sample(study.ask()))

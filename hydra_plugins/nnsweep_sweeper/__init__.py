@@ -1,0 +1,1 @@
+"""nnsweep's Hydra sweeper (``hydra/sweeper=nnsweep``): a thin shim over ``sweeper/``."""
