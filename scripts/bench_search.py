@@ -1,6 +1,6 @@
 """Search throughput: what a study costs beyond the training it runs.
 
-    python scripts/bench_search.py                          # 200 and 1,000 trials, default space
+    python scripts/bench_search.py                          # 200 and 1,000 trials (--cv 1), 200 with --cv auto
     python scripts/bench_search.py --trials 200 --before 94f10aa   # + the code of another commit
     python scripts/bench_search.py --trials 1000 --sampler random  # without TPE's own cost
 
@@ -34,12 +34,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_search(root: Path, trials: int, out: Path, args: argparse.Namespace) -> dict:
+def run_search(root: Path, trials: int, out: Path, args: argparse.Namespace, cv: str | None) -> dict:
     study = f"bench{trials}"
     cmd = [sys.executable, "search.py", "--trials", str(trials), "--study", study,
            "--out", str(out), "--quiet", "--seed", str(args.seed), "--sampler", args.sampler]
     if args.jobs:
         cmd += ["--jobs", args.jobs]
+    if cv:
+        cmd += ["--cv", cv]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -83,27 +85,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default="tpe")
     p.add_argument("--jobs", default=None, help="passed to search.py (default: its own)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cv", nargs="+", default=["1", "auto"],
+                   help="--cv values to run the current code with (the first --trials only for "
+                        "all but the first; the code before cross-validation has no --cv)")
     p.add_argument("--out", default="outputs/benchmarks")
     args = p.parse_args(argv)
 
     import pandas as pd
 
     rows = []
-    runs = [("now", ROOT, n) for n in args.trials]
+    runs = [("now", ROOT, n, args.cv[0]) for n in args.trials]
+    runs += [("now", ROOT, args.trials[0], cv) for cv in args.cv[1:]]
     if args.before:
-        runs.insert(0, (args.before, worktree(args.before), args.trials[0]))
-    for label, root, n in runs:
+        runs.insert(0, (args.before, worktree(args.before), args.trials[0], None))
+    for label, root, n, cv in runs:
         with tempfile.TemporaryDirectory() as tmp:
-            print(f"running {label}: {n} trials ...", file=sys.stderr, flush=True)
-            r = run_search(root, n, Path(tmp), args)
+            print(f"running {label}: {n} trials, cv {cv} ...", file=sys.stderr, flush=True)
+            r = run_search(root, n, Path(tmp), args, cv)
         r["report s"] = r.pop("end") - r.pop("journal_mtime")
-        rows.append({"code": label, "sampler": args.sampler, **r})
+        rows.append({"code": label, "cv": cv or "-", "sampler": args.sampler, **r})
         if root != ROOT:
             subprocess.run(["git", "worktree", "remove", "--force", str(root)], cwd=ROOT,
                            capture_output=True)
     df = pd.DataFrame(rows)
     if len(args.trials) > 1:
-        first = df[(df.code == "now") & (df.trials == df.trials.min())]["wall"].iloc[0]
+        first = df[df.code == "now"]["wall"].iloc[0]
         df["wall / first"] = df["wall"] / first
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
