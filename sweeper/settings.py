@@ -90,6 +90,9 @@ def make_sampler(settings: StudySettings, session: int = 0):
     seed = int(np.random.SeedSequence([settings.seed, session]).generate_state(1)[0])
     name = settings.sampler
     if name == "tpe":
+        from .fast_tpe import install
+
+        install()  # SciPy's truncated-normal helpers: half the cost of every ask
         return S_.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
     if name == "random":
         return S_.RandomSampler(seed=seed)

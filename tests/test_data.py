@@ -121,6 +121,21 @@ def test_digits_shapes():
     assert ds.train.y.dtype == np.int64 and ds.train.X.dtype == np.float32
 
 
+def test_digits_equal_scikit_learns():
+    """core.datasets.digits reads scikit-learn's file without importing scikit-learn: the same
+    samples, labels and feature names as its own loader."""
+    from sklearn.datasets import load_digits
+
+    from core.datasets import digits
+
+    X, y, names = digits()
+    bunch = load_digits()
+    np.testing.assert_array_equal(X, bunch.data)
+    np.testing.assert_array_equal(y, bunch.target)
+    assert X.dtype == np.float64 and y.dtype == np.int64
+    assert names == list(bunch.feature_names)
+
+
 @pytest.mark.parametrize("n_samples,n_classes", [(300, 3), (301, 5), (64, 2)])
 def test_spirals_arms(n_samples, n_classes):
     X, y = generate("spirals", n_samples=n_samples, noise=0.0, n_classes=n_classes,
