@@ -8,10 +8,20 @@ Hydra applies command-line overrides after composition (``OmegaConf.update(..., 
 on the struct-mode config, so types are checked against the schema on assignment), and
 validates the result with the same ``to_experiment``.
 
+A full compose costs ~80 ms, and a space of 5 optimizers and 4 schedulers has 20
+combinations per worker. So a combination of group choices is itself assembled from parts
+where that is exact: each *local* choice (``optimizer=adam``, whose composition differs from
+the same overrides without it only under its own ``optimizer`` node) is composed once on
+top of the other structural overrides, and its node is put into a copy of that skeleton: 12
+composes instead of 20 (tests/test_compose.py counts them). A choice that reaches beyond its node (``optimizer=cosine``
+also picks a scheduler; ``hparams_search=default`` is a ``_global_`` file) joins the
+skeleton instead, learned the first time it is seen.
+
 Anything unusual (``+key=``, ``~key``, ``key@pkg=``, a key that is not in the config) and
 any error goes through the full ``compose_experiment``, so errors read exactly as they do
 without the cache. tests/test_compose.py checks the fast path against a full compose field
-by field on random points of every search space.
+by field on random points of every search space and on combinations of local and non-local
+choices.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ class ComposeCache:
         self._parser = OverridesParser.create()
         self._base: dict[tuple[str, ...], Any] = {}  # structural overrides -> composed DictConfig
         self._parsed: dict[str, Any] = {}  # override text -> hydra Override (choices recur)
+        self._groups: dict[str, str] = {}  # group choice text -> its group ("optimizer")
+        self._nonlocal: set[str] = set()  # group choices that change more than their node
 
     def _split(self, overrides: list[str]) -> tuple[list[str], list[Any]] | None:
         """(structural overrides, parsed value overrides); None when one cannot be parsed."""
@@ -51,6 +63,9 @@ class ComposeCache:
                 values.append(override)
             else:
                 structural.append(text)
+                if (plain and override.package is None and "." not in key and "/" not in key
+                        and not override.is_sweep_override() and isinstance(override.value(), str)):
+                    self._groups[text] = key
         return structural, values
 
     def compose(self, overrides: list[str]) -> tuple[Any, ExperimentConfig]:
@@ -59,14 +74,10 @@ class ComposeCache:
         if split is None:
             return compose_experiment(overrides)
         structural, values = split
-        key = tuple(structural)
-        base = self._base.get(key)
-        if base is None:
-            try:
-                base = compose_config(structural)
-            except ConfigError:
-                return compose_experiment(overrides)  # the same error, from the full path
-            self._base[key] = base
+        try:
+            base = self._structural(structural)
+        except ConfigError:
+            return compose_experiment(overrides)  # the same error, from the full path
         cfg = copy.deepcopy(base)
         try:
             from omegaconf import OmegaConf
@@ -78,6 +89,49 @@ class ComposeCache:
             return cfg, to_experiment(cfg)
         except Exception:
             return compose_experiment(overrides)  # exactly the error a full compose gives
+
+
+    def _structural(self, structural: list[str]):
+        """The composed config of these structural overrides (cached): assembled from a
+        skeleton and the nodes of its local group choices where possible, else composed."""
+        key = tuple(structural)
+        base = self._base.get(key)
+        if base is None:
+            base = self._assembled(structural)
+            if base is None:
+                base = compose_config(structural)
+            self._base[key] = base
+        return base
+
+    def _assembled(self, structural: list[str]):
+        """None when fewer than two choices can be split off (one is composed as it is), a
+        group is repeated, or a choice turns out to reach beyond its node (remembered: it
+        joins the skeleton next time)."""
+        parts = [t for t in structural if t in self._groups and t not in self._nonlocal]
+        groups = [self._groups[t] for t in parts]
+        if len(parts) < 2 or len(set(groups)) < len(groups):
+            return None
+        skeleton = [t for t in structural if t not in parts]
+        base = self._structural(skeleton)
+        cfg = None
+        for text, group in zip(parts, groups):
+            with_choice = self._structural(skeleton + [text])
+            if not _differs_only_under(with_choice, base, group):
+                self._nonlocal.add(text)
+                return None
+            if cfg is None:
+                cfg = copy.deepcopy(base)
+            cfg[group] = copy.deepcopy(with_choice[group])
+        return cfg
+
+
+def _differs_only_under(a, b, key: str) -> bool:
+    """Whether two composed configs hold the same keys in the same order, and equal nodes
+    everywhere but under ``key`` (compared unresolved: interpolations as written)."""
+    from omegaconf import OmegaConf
+
+    ca, cb = (OmegaConf.to_container(c, resolve=False) for c in (a, b))
+    return list(ca) == list(cb) and all(ca[k] == cb[k] for k in ca if k != key)
 
 
 _MISSING = object()

@@ -131,9 +131,12 @@ def write_report(study, study_dir: Path, *, plots: bool = True) -> dict:
     epochs = epochs_frame(study)
     trials.to_csv(study_dir / "trials.csv", index=False)
     epochs.to_csv(study_dir / "epochs.csv", index=False)
-    summary = evaluate_best(study, study_dir) or {}
-    if plots:
-        from .plots import plot_study
+    drawing = None
+    if plots:  # drawn in a forked process while the best model and the baseline are evaluated
+        from .plots import start_plots
 
-        summary["plots"] = [str(p) for p in plot_study(study, trials, epochs, study_dir / "plots")]
+        drawing = start_plots(study, trials, epochs, study_dir / "plots")
+    summary = evaluate_best(study, study_dir) or {}
+    if drawing is not None:
+        summary["plots"] = [str(p) for p in drawing.paths()]
     return summary

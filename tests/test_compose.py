@@ -76,3 +76,43 @@ def test_group_choices_compose_once_and_values_never_leak_between_trials(monkeyp
     assert (a.optimizer.lr, a.layers.hidden) == (0.5, [7])
     assert b == compose_experiment(["optimizer=sgd"])[1]  # the cached base was not changed
     assert composed == [["optimizer=sgd"]]  # one Hydra compose for both
+
+
+@pytest.mark.parametrize("overrides", [
+    ["optimizer=adam", "scheduler=cosine"],
+    ["optimizer=cosine", "scheduler=step"],  # cosine also picks a scheduler: explicit one wins
+    ["scheduler=step", "optimizer=cosine", "optimizer.lr=0.3"],
+    ["optimizer=plateau", "layers=wide"],
+    ["hparams_search=default", "optimizer=rmsprop", "scheduler=plateau", "layers.activation=tanh"],
+    ["hparams_search=lr", "optimizer=nesterov", "scheduler=cyclic", "data=moons"],
+    ["data=spirals", "layers=deep", "regularization=dropout", "trainer=quick", "optimizer=adamw"],
+])
+def test_combinations_assembled_from_group_nodes_equal_a_full_compose(overrides):
+    """Each combination after others that share its choices (so it is assembled from cached
+    parts, or learns that a choice is not local) equals a full compose."""
+    cache = ComposeCache()
+    for warm in (["optimizer=sgd", "scheduler=step"], ["optimizer=cosine", "layers=wide"],
+                 ["hparams_search=default", "optimizer=adam", "scheduler=cosine"], overrides):
+        cache.compose(warm)
+    got = fields(cache.compose(overrides)[1])
+    assert got == fields(compose_experiment(overrides)[1])
+
+
+def test_local_choices_compose_once_each(monkeypatch):
+    """5 optimizers x 4 schedulers: 12 composes, not 20: the skeleton and a choice per group
+    and option, plus, the first time, the plain config and the whole first combination
+    (composed while learning that hparams_search=default is not a local choice)."""
+    composed = []
+
+    def counting(overrides, **kwargs):
+        composed.append(tuple(overrides))
+        return compose_config(overrides, **kwargs)
+
+    monkeypatch.setattr(sweeper.compose, "compose_config", counting)
+    cache = ComposeCache()
+    skeleton = ["hparams_search=default"]
+    for opt in ("momentum", "nesterov", "adam", "adamw", "rmsprop"):
+        for sched in ("constant", "cosine", "step", "plateau"):
+            overrides = skeleton + [f"optimizer={opt}", f"scheduler={sched}", "optimizer.lr=0.01"]
+            assert fields(cache.compose(overrides)[1]) == fields(compose_experiment(overrides)[1])
+    assert len(composed) == 2 + 1 + 5 + 4, composed
