@@ -237,41 +237,6 @@ def plot_study(study, trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, *,
     return [p for p in paths if p is not None]
 
 
-class Drawing:
-    """Plots being drawn in a forked process; ``paths()`` waits for them."""
-
-    def __init__(self, args: tuple, child, conn) -> None:
-        self._args, self._child, self._conn = args, child, conn
-
-    def paths(self) -> list[Path]:
-        if self._child is not None:
-            got = self._conn.recv() if self._conn.poll(None) else None
-            self._child.join()
-            if self._child.exitcode == 0 and got is not None:
-                return [Path(p) for p in got]
-        return plot_study(*self._args)  # here, where an error is raised and seen
-
-
-def _send_plots(conn, *args) -> None:
-    conn.send([str(p) for p in plot_study(*args, fork=False)])  # a daemon cannot fork
-    conn.close()
-
-
-def start_plots(study, trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> Drawing:
-    """plot_study in a forked process, so a report draws while it evaluates the best model
-    and trains the baseline (sweeper.report.write_report); where fork is unavailable or one
-    CPU is free, ``paths()`` draws them then."""
-    import multiprocessing as mp
-
-    args = (study, trials, epochs, out)
-    if "fork" not in mp.get_all_start_methods():
-        return Drawing(args, None, None)
-    recv, send = mp.get_context("fork").Pipe(duplex=False)
-    child = _fork(_send_plots, send, *args)
-    send.close()  # the child holds its own end
-    return Drawing(args, child, recv)
-
-
 def _fork(target, *args):
     import multiprocessing as mp
 
