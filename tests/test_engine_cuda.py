@@ -212,6 +212,23 @@ def test_cuda_without_a_gpu_in_a_fresh_process():
     )
 
 
+def test_the_cheap_driver_check_agrees_with_numba():
+    """Where core.engines skips importing numba.cuda (no driver can exist), numba itself,
+    asked in a fresh process with the simulator off, finds no GPU either."""
+    code = (
+        "import numba.cuda\n"
+        "from core.engines import _driver_may_exist\n"
+        "print(_driver_may_exist(), numba.cuda.is_available())\n"
+    )
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    may_exist, available = out.stdout.split()
+    assert may_exist == "True" or available == "False"
+
+
 @pytest.mark.parametrize(
     "device,env,field",
     [

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
+import sys
 
 import numpy as np
 
@@ -27,9 +30,29 @@ def cuda_simulated() -> bool:
     return bool(numba.config.ENABLE_CUDASIM)
 
 
+@functools.cache
+def _driver_may_exist() -> bool:
+    """False only where no CUDA driver can be: on Linux, no /dev/nvidia* device, no WSL GPU
+    (/dev/dxg), no NUMBA_CUDA_DRIVER and no loadable libcuda. Importing numba.cuda to ask it
+    costs ~0.8 s in every process (each search worker), so GPU-less machines skip it."""
+    if not sys.platform.startswith("linux") or os.environ.get("NUMBA_CUDA_DRIVER"):
+        return True
+    if os.path.exists("/dev/dxg") or any(n.startswith("nvidia") for n in os.listdir("/dev")):
+        return True
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so"):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            pass
+    return False
+
+
 def cuda_available() -> bool:
     """A real CUDA GPU; the simulator, whose is_available() is also True, does not count."""
-    if cuda_simulated():
+    if cuda_simulated() or not _driver_may_exist():
         return False
     try:
         from numba import cuda
