@@ -131,7 +131,7 @@ def write_report(study, study_dir: Path, *, plots: bool = True) -> dict:
     the baseline (~2.5 s), where fork is available and a second CPU is free."""
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
-    tables = Forked(write_tables, study, study_dir, plots)
+    tables = Forked(_write_tables_of, _contents(study), study_dir, plots)
     summary = evaluate_best(study, study_dir) or {}
     drawn = tables.result()
     if plots:
@@ -154,6 +154,25 @@ def write_tables(study, study_dir: Path, plots: bool) -> list[str]:
 
     fork = not mp.current_process().daemon
     return [str(p) for p in plot_study(study, trials, epochs, study_dir / "plots", fork=fork)]
+
+
+def _contents(study) -> tuple:
+    """What the tables and plots read of a study, read here: a forked child must not use
+    the parent's storage (a database connection shared across fork corrupts both sides)."""
+    return study.study_name, study.directions, study.user_attrs, study.get_trials(deepcopy=False)
+
+
+def _write_tables_of(contents: tuple, study_dir: Path, plots: bool) -> list[str]:
+    """write_tables on an in-memory copy of the study (see _contents)."""
+    import optuna
+
+    name, directions, attrs, trials = contents
+    copy = optuna.create_study(storage=optuna.storages.InMemoryStorage(), study_name=name,
+                               directions=directions)
+    for key, value in attrs.items():
+        copy.set_user_attr(key, value)
+    copy.add_trials(trials)
+    return write_tables(copy, study_dir, plots)
 
 
 class Forked:
