@@ -53,7 +53,7 @@ def is_categorical(study, name: str) -> bool:
     return True
 
 
-def plot_history(study, trials: pd.DataFrame, path: Path) -> Path:
+def plot_history(study, trials: pd.DataFrame, path: Path, *, ylog: bool = False) -> Path:
     plt, sns = _setup()
     metric = study.user_attrs.get("metric", "objective")
     done = trials[trials["state"] == "COMPLETE"].copy()
@@ -68,11 +68,13 @@ def plot_history(study, trials: pd.DataFrame, path: Path) -> Path:
         sns.scatterplot(data=pruned, x="number", y="value", ax=ax, color="tab:orange", marker="x",
                         label="pruned (last reported)", s=30)
     ax.set(xlabel="trial", ylabel=metric, title=f"{study.study_name}: optimisation history ({len(trials)} trials)")
+    if ylog:
+        ax.set_yscale("log")
     ax.legend(loc="best")
     return _save(fig, path)
 
 
-def plot_params(study, trials: pd.DataFrame, path: Path) -> Path:
+def plot_params(study, trials: pd.DataFrame, path: Path, *, ylog: bool = False) -> Path:
     plt, sns = _setup()
     metric = study.user_attrs.get("metric", "objective")
     names = param_columns(study, trials)
@@ -93,7 +95,10 @@ def plot_params(study, trials: pd.DataFrame, path: Path) -> Path:
             if is_log(study, name):
                 _log_axis(ax, data[name])
         ax.set(title=name, xlabel="", ylabel=metric)
-        _focus(ax, data["value"], study.direction.name == "MAXIMIZE")
+        if ylog:
+            ax.set_yscale("log")
+        else:
+            _focus(ax, data["value"], study.direction.name == "MAXIMIZE")
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     if not names:

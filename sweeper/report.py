@@ -26,7 +26,8 @@ ATTRS = ("best_epoch", "epochs_run", "pruned_at", "stop_reason", "fail_reason", 
 def trials_frame(study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
-        row = {"number": t.number, "state": trial_state(t), "value": t.value}
+        # values[0]: the value (the first objective of a multi-objective study)
+        row = {"number": t.number, "state": trial_state(t), "value": t.values[0] if t.values else None}
         for name, value in t.params.items():
             row[name] = value
         info = trial_info(t)
@@ -129,8 +130,22 @@ def write_report(study, study_dir: Path, *, plots: bool = True) -> dict:
     study_dir.mkdir(parents=True, exist_ok=True)
     trials = trials_frame(study)
     epochs = epochs_frame(study)
+    several, constrained = len(study.directions) > 1, bool(study.user_attrs.get("constraints"))
+    if several or constrained:  # sweeper.pareto: objective, feasible and pareto columns
+        from .pareto import goal_frame
+
+        trials = goal_frame(study, trials)
     trials.to_csv(study_dir / "trials.csv", index=False)
     epochs.to_csv(study_dir / "epochs.csv", index=False)
+    if several:
+        from .pareto import evaluate_front
+        from .pareto_plots import plot_goals
+
+        summary = evaluate_front(study, study_dir)
+        if plots:
+            base = (summary.get("baseline") or {}).get("values")
+            summary["plots"] = [str(p) for p in plot_goals(study, trials, epochs, study_dir / "plots", base)]
+        return summary
     summary = evaluate_best(study, study_dir) or {}
     if plots:
         from .plots import plot_study
