@@ -21,8 +21,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from core.config import METRICS, ConfigError
@@ -309,8 +307,22 @@ def goal_objective(base: Objective, settings) -> GoalObjective:
                          rule=HopelessRule.for_study(goals, settings.pruner) if len(goals) > 1 else None)
 
 
-def describe(value: Any) -> str:
-    """A study's objective values for a progress line or a table cell."""
-    if isinstance(value, (list, tuple)):
-        return ", ".join(f"{v:.4g}" for v in value)
-    return f"{value:.4g}"
+def tell_goals(claimer, trial, frozen) -> None:
+    """The hydra sweeper's tell for a job that finished: its goals' values (latency measured
+    here, on the job's saved network), constraints set, and the study told."""
+    from optuna.trial import TrialState
+
+    s, trial_id = claimer.settings, claimer.trial_id(trial.number)
+    run = dict(frozen.user_attrs.get("run") or {})
+    try:
+        values = measured(run, s.goals, s.constraints)
+    except (TrialFailed, OSError, ConfigError) as e:
+        claimer.storage.set_trial_user_attr(trial_id, "run", {**run, "fail_reason": str(e)[:1000]})
+        claimer.study.tell(trial.number, state=TrialState.FAIL)
+        return
+    claimer.storage.set_trial_user_attr(trial_id, "run", run)  # with the latency
+    for b in s.constraints:
+        trial.set_constraint(b.text(), b.violation(values[b.name]))
+    out = [values[g.name] for g in s.goals]
+    claimer.study.tell(trial.number, out if len(out) > 1 else out[0])
+
