@@ -100,8 +100,12 @@ def plot_pareto(study, trials: pd.DataFrame, path: Path, *, baseline: dict | Non
         if baseline and other.name in baseline and first.name in baseline:
             ax.scatter([baseline[other.name]], [baseline[first.name]], marker="*", s=260,
                        color="tab:green", edgecolor="black", zorder=6, label="baseline (default config)")
-        values = done[other.name].dropna()
-        if other.name in LOG_GOALS and len(values) and values.min() > 0 and values.max() >= 10 * values.min():
+        values = done[other.name].dropna().astype(float)
+        if baseline and other.name in baseline:
+            values = pd.concat([values, pd.Series([float(baseline[other.name])])])
+        # sizes always on a log axis; times when they span a decade
+        wide = len(values) and values.min() > 0 and values.max() >= 10 * values.min()
+        if other.name in LOG_GOALS and len(values) and values.min() > 0 and (other.name == "n_params" or wide):
             _log_axis(ax, values)
         _focus(ax, done[first.name].dropna(), first.maximize)
         ax.set(xlabel=f"{other.name} ({_better(other)})", ylabel=f"{first.name} ({_better(first)})")

@@ -69,6 +69,8 @@ class StudySettings:
     constraints: tuple = ()
 
     def __post_init__(self) -> None:
+        if self.goals:  # metric and direction are the first goal's (what trials report)
+            self.metric, self.direction = self.goals[0].name, self.goals[0].direction
         check_choice("--sampler", self.sampler, SAMPLERS)
         check_choice("--pruner", self.pruner, PRUNERS)
         check_choice("--direction", self.direction, ("minimize", "maximize"))
