@@ -253,14 +253,19 @@ class GoalObjective(Objective):
     bounds: tuple[Bound, ...] = ()
     rule: HopelessRule | None = None
     _known: list[float] | None = field(default=None, repr=False)
-    _best: float | None = field(default=None, repr=False)
+    _curve: dict[int, float] = field(default_factory=dict, repr=False)
 
     def __call__(self, trial, run: dict) -> float | list[float]:
-        self._known, self._best = None, None
+        self._known, self._curve = None, {}
         if self.rule is not None and len(self.goals) > 1:
             self._known = self._known_at_start(trial)
         super().__call__(trial, run)
         values = measured(run, self.goals, self.bounds)
+        # the curve goes to the storage only for a trial that completes: TPE scores a pruned
+        # trial by its last reported value with the study's single direction, which a
+        # multi-objective study does not have (a stopped trial's curve is its metrics.csv)
+        for epoch, value in self._curve.items():
+            trial.storage.set_trial_intermediate_value(trial._trial_id, epoch, value)
         for b in self.bounds:
             trial.set_constraint(b.text(), b.violation(values[b.name]))
         out = [values[g.name] for g in self.goals]
@@ -285,17 +290,14 @@ class GoalObjective(Objective):
     def should_stop(self, trial, epoch: int, value: float) -> bool:
         if len(self.goals) < 2:
             return super().should_stop(trial, epoch, value)
-        # Trial.report refuses several objectives; the storage keeps the curve all the same
-        trial.storage.set_trial_intermediate_value(trial._trial_id, epoch, value)
-        maximize = self.goals[0].maximize
-        if self._best is None or (value > self._best if maximize else value < self._best):
-            self._best = value
+        self._curve[epoch] = value  # Trial.report refuses several objectives
         if self.rule is None or self._known is None:
             return False
         from optuna.trial import TrialState
 
+        best = (max if self.goals[0].maximize else min)(self._curve.values())
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return self.rule.stop(done, epoch, self._best, self._known)
+        return self.rule.stop(done, epoch, best, self._known)
 
 
 def goal_objective(base: Objective, settings) -> GoalObjective:

@@ -67,6 +67,29 @@ def goal_frame(study, trials: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def goal_epochs(study, epochs: pd.DataFrame) -> pd.DataFrame:
+    """epochs (sweeper.report.epochs_frame) plus the curves of stopped multi-objective
+    trials, which live in their metrics.csv only (sweeper.objectives.GoalObjective)."""
+    from .claim import trial_state
+
+    metric = study_goals(study)[0].name
+    frames = [epochs]
+    for t in study.get_trials(deepcopy=False):
+        run_dir = trial_info(t).get("dir")
+        path = Path(run_dir) / "metrics.csv" if run_dir else None
+        if t.intermediate_values or t.state.name != "PRUNED" or not path or not path.exists():
+            continue
+        rows = pd.read_csv(path).drop(columns=["seconds"], errors="ignore")
+        rows.insert(0, "trial", t.number)
+        rows.insert(2, "value", rows[metric])
+        rows.insert(3, "state", trial_state(t))
+        frames.append(rows)
+    frames = [f for f in frames if len(f)]
+    if len(frames) < 2:
+        return epochs
+    return pd.concat(frames, ignore_index=True).sort_values(["trial", "epoch"], ignore_index=True)
+
+
 def _value(trial, i: int, fallback):
     if trial.values is not None:
         return trial.values[i]

@@ -132,9 +132,10 @@ def write_report(study, study_dir: Path, *, plots: bool = True) -> dict:
     epochs = epochs_frame(study)
     several, constrained = len(study.directions) > 1, bool(study.user_attrs.get("constraints"))
     if several or constrained:  # sweeper.pareto: objective, feasible and pareto columns
-        from .pareto import goal_frame
+        from .pareto import goal_epochs, goal_frame
 
         trials = goal_frame(study, trials)
+        epochs = goal_epochs(study, epochs) if several else epochs
     trials.to_csv(study_dir / "trials.csv", index=False)
     epochs.to_csv(study_dir / "epochs.csv", index=False)
     if several:

@@ -278,3 +278,32 @@ def test_optuna_study_directions_match_the_goals(tmp_path):
     study = run_study(s, progress=False)
     assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
     assert isinstance(study, optuna.Study)
+
+
+def test_stopped_trials_are_pruned_and_tpe_goes_on_sampling(tmp_path, monkeypatch):
+    # Optuna's TPE scores a pruned trial's last reported value with study.direction, which a
+    # multi-objective study refuses: stopped trials keep their curve out of the storage
+    calls = []
+
+    def stop_odd_trials_at_epoch_2(self, trials, epoch, best, known):
+        calls.append(epoch)
+        return epoch == 2 and len(trials) % 2 == 1
+
+    monkeypatch.setattr(HopelessRule, "stop", stop_odd_trials_at_epoch_2)
+    goals = parse_goals("val_accuracy:max,n_params:min")
+    s = settings(tmp_path, 14, goals=goals, sampler="tpe", pruner="median")  # TPE from trial 10
+    from sweeper.report import write_report
+
+    study = run_study(s, progress=False)
+    got = [t.state.name for t in study.trials]
+    assert got.count("PRUNED") >= 2 and "FAIL" not in got, got
+    assert calls
+    for t in study.trials:  # complete trials keep their curve in the storage, stopped ones not
+        assert bool(t.intermediate_values) == (t.state.name == "COMPLETE")
+        if t.state.name == "PRUNED":
+            assert t.user_attrs["run"]["pruned_at"] == 2
+    write_report(study, s.dir, plots=False)
+    epochs = pd.read_csv(s.dir / "epochs.csv")
+    pruned = epochs[epochs["state"] == "PRUNED"]
+    assert set(pruned["trial"]) == {t.number for t in study.trials if t.state.name == "PRUNED"}
+    assert pruned.groupby("trial")["epoch"].max().eq(2).all()
