@@ -131,11 +131,12 @@ def _staircase(ax, front: pd.DataFrame, x: Goal, y: Goal) -> None:
 
 def _label_front(ax, front: pd.DataFrame, x: Goal, y: Goal, limit: int = 25) -> None:
     """Trial numbers beside the front's points (alternately above and below the line)."""
-    pts = front.sort_values(x.name)
+    pts = front.sort_values([x.name, "number"])
     if len(pts) > limit:
         return
-    for k, (_, row) in enumerate(pts.iterrows()):
+    groups = pts.groupby([x.name, y.name], sort=False)["number"]  # trials with the same values
+    for k, ((xv, yv), numbers) in enumerate(groups):
         dy = 7 if k % 2 == 0 else -12
-        ax.annotate(f"#{int(row['number'])}", (row[x.name], row[y.name]), xytext=(4, dy),
+        ax.annotate(", ".join(f"#{int(n)}" for n in numbers), (xv, yv), xytext=(4, dy),
                     textcoords="offset points", fontsize=7, color="0.25", zorder=7)
 
