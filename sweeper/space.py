@@ -193,12 +193,12 @@ def parse_space(data: Any, source: str = "<inline>") -> SearchSpace:
     metric = data.get("metric")
     space.metric = ",".join(map(str, metric)) if isinstance(metric, list) else metric
     space.direction = data.get("direction")
-    if space.metric is not None:
+    if space.metric is not None and not any(c in str(space.metric) for c in ",:"):
+        check_choice("search.metric", space.metric, METRICS)  # one metric, as always
+    elif space.metric is not None:
         from .objectives import parse_goals
 
-        goals = parse_goals(str(space.metric), "search.metric")
-        if len(goals) == 1:
-            check_choice("search.metric", goals[0].name, METRICS)
+        parse_goals(str(space.metric), "search.metric")
     constraints = _section(data, "constraints", list, "a list such as [n_params<=20000]", source)
     if constraints is not None:
         from .objectives import parse_constraints
