@@ -97,6 +97,7 @@ def plot_pareto(study, trials: pd.DataFrame, path: Path, *, baseline: dict | Non
             if len(others) == 1:
                 _staircase(ax, front, other, first)
                 _label_front(ax, front, other, first)
+                _front_table(ax, front, other, first)
         if baseline and other.name in baseline and first.name in baseline:
             ax.scatter([baseline[other.name]], [baseline[first.name]], marker="*", s=260,
                        color="tab:green", edgecolor="black", zorder=6, label="baseline (default config)")
@@ -129,8 +130,26 @@ def _staircase(ax, front: pd.DataFrame, x: Goal, y: Goal) -> None:
     ax.step(pts[:, 0], pts[:, 1], where="post", color="tab:orange", linewidth=1.2, zorder=4)
 
 
-def _label_front(ax, front: pd.DataFrame, x: Goal, y: Goal, limit: int = 25) -> None:
-    """Trial numbers beside the front's points (alternately above and below the line)."""
+def _front_table(ax, front: pd.DataFrame, x: Goal, y: Goal, limit: int = 24) -> None:
+    """The front as a small table right of the axes, below the legend: trial, x, y."""
+    pts = front.sort_values([x.name, "number"])
+    lines = [f"{'trial':>6} {x.name:>10} {y.name:>12}"]
+    for _, row in pts.head(limit).iterrows():
+        lines.append(f"{'#' + str(int(row['number'])):>6} {_num(row[x.name]):>10} {_num(row[y.name]):>12}")
+    if len(pts) > limit:
+        lines.append(f"... {len(pts) - limit} more in summary.json")
+    ax.text(1.03, 0.70, "\n".join(lines), transform=ax.transAxes, va="top", ha="left",
+            family="monospace", fontsize=7.5, color="0.2")
+
+
+def _num(v) -> str:
+    v = float(v)
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4f}"
+
+
+def _label_front(ax, front: pd.DataFrame, x: Goal, y: Goal, limit: int = 8) -> None:
+    """Trial numbers beside the front's points (alternately above and below the line);
+    a longer front is named in the table beside the axes only."""
     pts = front.sort_values([x.name, "number"])
     if len(pts) > limit:
         return
