@@ -37,6 +37,10 @@ class GoalView:
         return StudyDirection.MAXIMIZE if self._goal.maximize else StudyDirection.MINIMIZE
 
     @property
+    def study_name(self) -> str:  # the plots' titles name the objective
+        return f"{self._study.study_name} [{self._goal.name}]"
+
+    @property
     def user_attrs(self) -> dict:
         return {**self._study.user_attrs, "metric": self._goal.name}
 
@@ -65,7 +69,8 @@ def plot_goals(study, trials: pd.DataFrame, epochs: pd.DataFrame, out: Path,
              plot_trial_curves(GoalView(study, goals[0]), epochs, out / "curves.png")]
     for i, g in enumerate(goals):
         view = GoalView(study, g)
-        frame = trials.assign(value=trials[g.name]) if i else trials
+        # another objective than the first has no per-epoch report: complete trials only
+        frame = trials.assign(value=trials[g.name].where(trials["state"] == "COMPLETE")) if i else trials
         log = g.name in LOG_GOALS
         paths.append(plot_history(view, frame, out / f"history_{g.name}.png", ylog=log))
         paths.append(plot_params(view, frame, out / f"params_{g.name}.png", ylog=log))
