@@ -307,3 +307,27 @@ def test_stopped_trials_are_pruned_and_tpe_goes_on_sampling(tmp_path, monkeypatc
     pruned = epochs[epochs["state"] == "PRUNED"]
     assert set(pruned["trial"]) == {t.number for t in study.trials if t.state.name == "PRUNED"}
     assert pruned.groupby("trial")["epoch"].max().eq(2).all()
+
+
+def test_the_hydra_sweepers_tell_measures_sets_constraints_and_tells_the_values(tmp_path):
+    # what sweeper.hydra_sweeper does when a job of a multi-objective study finished
+    from app.compose import compose_experiment
+    from core.experiment import run
+    from sweeper.claim import Claimer
+    from sweeper.objectives import tell_goals
+    from sweeper.settings import create_study
+
+    goals = parse_goals("val_accuracy:max,latency_us:min")
+    s = settings(tmp_path, 1, goals=goals, constraints=(parse_constraint("n_params<=10"),))
+    study, storage = create_study(s)
+    claimer = Claimer(study, storage, s)
+    trial = claimer.claim()
+    overrides = s.space.sample(trial) + s.overrides
+    summary = run(compose_experiment(overrides)[1], out_dir=tmp_path / "job", evaluate_test=False)
+    job = {k: summary[k] for k in ("val_accuracy", "n_params", "train_seconds", "engine")}
+    storage.set_trial_user_attr(claimer.trial_id(trial.number), "run", {**job, "dir": str(tmp_path / "job")})
+    tell_goals(claimer, trial, storage.get_trial(claimer.trial_id(trial.number)))
+    t = load(s).trials[0]
+    assert t.state.name == "COMPLETE" and t.values[0] == summary["val_accuracy"]
+    assert t.values[1] == t.user_attrs["run"]["latency_us"] > 0  # measured on the job's network
+    assert t.constraints == {"n_params<=10": summary["n_params"] - 10}  # infeasible
