@@ -126,6 +126,8 @@ def evaluate_front(study, study_dir: Path, *, with_baseline: bool = True) -> dic
             "val_accuracy": info.get("val_accuracy"),
             "n_params": info.get("n_params"),
             **test,
+            # what the tested model holds: K fold networks with K-fold trials
+            "final_model_n_params": (info.get("n_params") or 0) * len(list(run_dir.glob("model_fold*.npz")) or [1]),
             "run_command": write_config(info.get("overrides") or [], out),
         }
         if not has_model:

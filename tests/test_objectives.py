@@ -225,6 +225,7 @@ def test_constrained_multi_objective_study_tables_summary_and_plot(tmp_path):
     assert {m["trial"] for m in saved["pareto"]} == expected
     for m in saved["pareto"]:  # each evaluated once on test, its config and run line kept
         assert 0 <= m["test_accuracy"] <= 1 and m["run_command"].startswith("python run.py ")
+        assert m["final_model_n_params"] == m["values"]["n_params"]  # hold-out trials: one network
         assert (s.dir / "pareto" / f"{m['trial']:04d}" / "config.yaml").exists()
     accs = [m["values"]["val_accuracy"] for m in saved["pareto"]]
     assert accs == sorted(accs, reverse=True)  # best first objective first
