@@ -172,7 +172,8 @@ def study_goals(args: argparse.Namespace, space) -> tuple[tuple, tuple]:
     from sweeper.objectives import Goal, parse_constraints, parse_goals
 
     spec = args.metric or space.metric or "val_accuracy"
-    goals = parse_goals(spec, "--metric" if args.metric else "search.metric", direction=args.direction)
+    where = "--metric" if args.metric else "search.metric"
+    goals = parse_goals(spec, where, direction=args.direction)
     if len(goals) == 1 and ":" not in spec and args.direction is None and space.direction:
         goals = (Goal(goals[0].name, space.direction),)  # a single metric takes the space's
     if args.constraint is not None:
@@ -238,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Pareto front of {settings.goals[0].name} ({how}) against "
               f"{', '.join(g.name for g in settings.goals[1:])}: {summary['n_pareto']} trials")
         print(front_table(summary))
-        print(f"[{summary['final_model_size']}; each evaluated once on test, n={_n_test(summary)}]")
+        print(f"[{summary['final_model_size']}; each evaluated once on test, "
+              f"n={_n_test(summary)}]")
     elif summary.get("best_trial") is None:
         print("no trial completed; see trials.csv for the fail reasons", file=sys.stderr)
     else:

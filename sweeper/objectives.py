@@ -72,15 +72,16 @@ def parse_goals(spec: str | Sequence[str], where: str = "--metric",
                               "metric once")
         goals.append(Goal(name, DIRECTIONS[d] if colon else None))
     if len(goals) == 1 and goals[0].direction and direction and direction != goals[0].direction:
-        raise ConfigError(f"--direction: {direction!r} contradicts {where} {_show(spec)}; allowed: "
-                          "one of them, or the same direction")
+        raise ConfigError(f"--direction: {direction!r} contradicts {where} {_show(spec)}; "
+                          "allowed: one of them, or the same direction")
     if len(goals) > 1 and direction is not None:
         raise ConfigError(f"--direction: {direction!r} with several objectives; allowed: one "
                           f"direction per objective in {where} ({EXAMPLE})")
     if goals[0].name not in METRICS:
         raise ConfigError(f"{where}: the first objective is {goals[0].name!r}; allowed first: "
                           f"{', '.join(METRICS)} (it is what a trial reports each epoch)")
-    return tuple(Goal(g.name, g.direction or direction or default_direction(g.name)) for g in goals)
+    return tuple(Goal(g.name, g.direction or direction or default_direction(g.name))
+                 for g in goals)
 
 
 def spec_text(goals: Sequence[Goal]) -> str:
@@ -130,7 +131,8 @@ def parse_constraint(text: str, where: str = "--constraint") -> Bound:
     return Bound(name, op, limit)
 
 
-def parse_constraints(texts: Sequence[str] | None, where: str = "--constraint") -> tuple[Bound, ...]:
+def parse_constraints(texts: Sequence[str] | None,
+                      where: str = "--constraint") -> tuple[Bound, ...]:
     return tuple(parse_constraint(t, where) for t in texts or ())
 
 
@@ -303,10 +305,10 @@ class GoalObjective(Objective):
 def goal_objective(base: Objective, settings) -> GoalObjective:
     """The study's objective for settings with several goals or constraints."""
     goals = settings.goals
+    rule = HopelessRule.for_study(goals, settings.pruner) if len(goals) > 1 else None
     return GoalObjective(base.space, base.study_dir, base.metric, base.overrides, cv=base.cv,
                          one_thread=base.one_thread, composer=base.composer, goals=goals,
-                         bounds=settings.constraints,
-                         rule=HopelessRule.for_study(goals, settings.pruner) if len(goals) > 1 else None)
+                         bounds=settings.constraints, rule=rule)
 
 
 def tell_goals(claimer, trial, frozen) -> None:

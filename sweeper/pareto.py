@@ -59,8 +59,8 @@ def goal_frame(study, trials: pd.DataFrame) -> pd.DataFrame:
     if "n_params" in df:  # 4833, not 4833.0
         df["n_params"] = pd.to_numeric(df["n_params"]).round().astype("Int64")
     if is_constrained(study):
-        df["feasible"] = [is_feasible(by_number[n]) if by_number[n].state.name == "COMPLETE" else None
-                          for n in df["number"]]
+        df["feasible"] = [is_feasible(t) if t.state.name == "COMPLETE" else None
+                          for t in (by_number[n] for n in df["number"])]
     if len(goals) > 1:
         front = {t.number for t in pareto_trials(study)}
         df["pareto"] = df["number"].isin(front)
@@ -127,12 +127,14 @@ def evaluate_front(study, study_dir: Path, *, with_baseline: bool = True) -> dic
             "n_params": info.get("n_params"),
             **test,
             # what the tested model holds: K fold networks with K-fold trials
-            "final_model_n_params": (info.get("n_params") or 0) * len(list(run_dir.glob("model_fold*.npz")) or [1]),
+            "final_model_n_params": (info.get("n_params") or 0)
+            * max(1, len(list(run_dir.glob("model_fold*.npz")))),
             "run_command": write_config(info.get("overrides") or [], out),
         }
         if not has_model:
             member["note"] = "trial folder was missing: retrained from the trial's overrides"
-        (out / "test_metrics.json").write_text(json.dumps(json_safe(member), indent=2, default=str))
+        text = json.dumps(json_safe(member), indent=2, default=str)
+        (out / "test_metrics.json").write_text(text)
         members.append(member)
     summary = {
         "study": study.study_name,
@@ -164,8 +166,8 @@ def front_table(summary: dict) -> str:
         return "no feasible complete trial: no Pareto front (see trials.csv)"
     names = list(members[0]["values"])
     head = ["trial", *names, "test_accuracy"]
-    rows = [[f"#{m['trial']}", *(_cell(m["values"][n]) for n in names), _cell(m.get("test_accuracy"))]
-            for m in members]
+    rows = [[f"#{m['trial']}", *(_cell(m["values"][n]) for n in names),
+             _cell(m.get("test_accuracy"))] for m in members]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]

@@ -15,7 +15,16 @@ import pandas as pd
 
 from .objectives import Goal
 from .pareto import study_goals
-from .plots import _focus, _log_axis, _save, _setup, plot_history, plot_importance, plot_params, plot_trial_curves
+from .plots import (
+    _focus,
+    _log_axis,
+    _save,
+    _setup,
+    plot_history,
+    plot_importance,
+    plot_params,
+    plot_trial_curves,
+)
 
 LOG_GOALS = ("n_params", "latency_us", "latency_us_b256", "train_seconds")
 
@@ -70,11 +79,13 @@ def plot_goals(study, trials: pd.DataFrame, epochs: pd.DataFrame, out: Path,
     for i, g in enumerate(goals):
         view = GoalView(study, g)
         # another objective than the first has no per-epoch report: complete trials only
-        frame = trials.assign(value=trials[g.name].where(trials["state"] == "COMPLETE")) if i else trials
+        complete = trials["state"] == "COMPLETE"
+        frame = trials.assign(value=trials[g.name].where(complete)) if i else trials
         log = g.name in LOG_GOALS
         paths.append(plot_history(view, frame, out / f"history_{g.name}.png", ylog=log))
         paths.append(plot_params(view, frame, out / f"params_{g.name}.png", ylog=log))
-        paths.append(plot_importance(view, _importances(study, i), out / f"importance_{g.name}.png"))
+        imp = _importances(study, i)
+        paths.append(plot_importance(view, imp, out / f"importance_{g.name}.png"))
     return paths
 
 
@@ -83,21 +94,22 @@ def plot_pareto(study, trials: pd.DataFrame, path: Path, *, baseline: dict | Non
     goals = study_goals(study)
     first, others = goals[0], goals[1:]
     done = trials[trials["state"] == "COMPLETE"].copy()
-    feasible = done["feasible"].astype(bool) if "feasible" in done else pd.Series(True, index=done.index)
+    feasible = (done["feasible"].astype(bool) if "feasible" in done
+                else pd.Series(True, index=done.index))
     front = done[done["pareto"].astype(bool)] if "pareto" in done else done.iloc[:0]
     fig, axes = plt.subplots(1, len(others), figsize=(8.5 * len(others), 5.5), squeeze=False)
     for ax, other in zip(axes.flat, others):
         ok = done[feasible & ~done["number"].isin(front["number"])]
         if len(ok):
-            sns.scatterplot(data=ok, x=other.name, y=first.name, ax=ax, color="tab:blue", alpha=0.45,
-                            s=28, edgecolor="none", label=f"trial ({len(ok)})")
+            sns.scatterplot(data=ok, x=other.name, y=first.name, ax=ax, color="tab:blue",
+                            alpha=0.45, s=28, edgecolor="none", label=f"trial ({len(ok)})")
         bad = done[~feasible]
         if len(bad):
-            sns.scatterplot(data=bad, x=other.name, y=first.name, ax=ax, color="tab:red", marker="X",
-                            s=40, label=f"infeasible ({len(bad)})")
+            sns.scatterplot(data=bad, x=other.name, y=first.name, ax=ax, color="tab:red",
+                            marker="X", s=40, label=f"infeasible ({len(bad)})")
         if len(front):
-            sns.scatterplot(data=front, x=other.name, y=first.name, ax=ax, color="tab:orange", s=70,
-                            edgecolor="black", linewidth=0.8, zorder=5,
+            sns.scatterplot(data=front, x=other.name, y=first.name, ax=ax, color="tab:orange",
+                            s=70, edgecolor="black", linewidth=0.8, zorder=5,
                             label=f"Pareto front ({len(front)})")
             if len(others) == 1:
                 _staircase(ax, front, other, first)
@@ -105,16 +117,19 @@ def plot_pareto(study, trials: pd.DataFrame, path: Path, *, baseline: dict | Non
                 _front_table(ax, front, other, first)
         if baseline and other.name in baseline and first.name in baseline:
             ax.scatter([baseline[other.name]], [baseline[first.name]], marker="*", s=260,
-                       color="tab:green", edgecolor="black", zorder=6, label="baseline (default config)")
+                       color="tab:green", edgecolor="black", zorder=6,
+                       label="baseline (default config)")
         values = done[other.name].dropna().astype(float)
         if baseline and other.name in baseline:
             values = pd.concat([values, pd.Series([float(baseline[other.name])])])
         # sizes always on a log axis; times when they span a decade
         wide = len(values) and values.min() > 0 and values.max() >= 10 * values.min()
-        if other.name in LOG_GOALS and len(values) and values.min() > 0 and (other.name == "n_params" or wide):
+        positive = len(values) and values.min() > 0
+        if other.name in LOG_GOALS and positive and (other.name == "n_params" or wide):
             _log_axis(ax, values)
         _focus(ax, done[first.name].dropna(), first.maximize)
-        ax.set(xlabel=f"{other.name} ({_better(other)})", ylabel=f"{first.name} ({_better(first)})")
+        ax.set(xlabel=f"{other.name} ({_better(other)})",
+               ylabel=f"{first.name} ({_better(first)})")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     n_pruned = int((trials["state"] == "PRUNED").sum())
     bounds = study.user_attrs.get("constraints") or []
@@ -140,7 +155,8 @@ def _front_table(ax, front: pd.DataFrame, x: Goal, y: Goal, limit: int = 24) -> 
     pts = front.sort_values([x.name, "number"])
     lines = [f"{'trial':>6} {x.name:>10} {y.name:>12}"]
     for _, row in pts.head(limit).iterrows():
-        lines.append(f"{'#' + str(int(row['number'])):>6} {_num(row[x.name]):>10} {_num(row[y.name]):>12}")
+        trial = f"#{int(row['number'])}"
+        lines.append(f"{trial:>6} {_num(row[x.name]):>10} {_num(row[y.name]):>12}")
     if len(pts) > limit:
         lines.append(f"... {len(pts) - limit} more in summary.json")
     ax.text(1.03, 0.70, "\n".join(lines), transform=ax.transAxes, va="top", ha="left",

@@ -27,7 +27,8 @@ def trials_frame(study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
         # values[0]: the value (the first objective of a multi-objective study)
-        row = {"number": t.number, "state": trial_state(t), "value": t.values[0] if t.values else None}
+        first = t.values[0] if t.values else None
+        row = {"number": t.number, "state": trial_state(t), "value": first}
         for name, value in t.params.items():
             row[name] = value
         info = trial_info(t)
@@ -145,7 +146,8 @@ def write_report(study, study_dir: Path, *, plots: bool = True) -> dict:
         summary = evaluate_front(study, study_dir)
         if plots:
             base = (summary.get("baseline") or {}).get("values")
-            summary["plots"] = [str(p) for p in plot_goals(study, trials, epochs, study_dir / "plots", base)]
+            paths = plot_goals(study, trials, epochs, study_dir / "plots", base)
+            summary["plots"] = [str(p) for p in paths]
         return summary
     summary = evaluate_best(study, study_dir) or {}
     if plots:
