@@ -24,7 +24,7 @@ from sweeper.objectives import (
     pareto_mask,
 )
 from sweeper.study import run_study
-from tests.studies import load, settings
+from tests.studies import FAST, load, settings
 
 # ---------------------------------------------------------------- parsing
 
@@ -332,3 +332,50 @@ def test_the_hydra_sweepers_tell_measures_sets_constraints_and_tells_the_values(
     assert t.state.name == "COMPLETE" and t.values[0] == summary["val_accuracy"]
     assert t.values[1] == t.user_attrs["run"]["latency_us"] > 0  # measured on the job's network
     assert t.constraints == {"n_params<=10": summary["n_params"] - 10}  # infeasible
+
+
+def test_a_constrained_single_objective_study_picks_a_feasible_trial(tmp_path):
+    from sweeper.report import write_report
+
+    limit = 200
+    s = settings(tmp_path, 8, constraints=(parse_constraint(f"n_params<={limit}"),), sampler="random",
+                 pruner="none")
+    study = run_study(s, progress=False)
+    assert len(study.directions) == 1
+    summary = write_report(study, s.dir, plots=False)
+    trials = pd.read_csv(s.dir / "trials.csv").set_index("number")
+    complete = trials[trials["state"] == "COMPLETE"]
+    assert (complete["feasible"] == (complete["n_params"] <= limit)).all()
+    feasible = complete[complete["feasible"]]
+    assert len(feasible) < len(complete), "the bound should cut some trials"
+    assert summary["value"] == feasible["value"].max()
+    assert trials.loc[summary["best_trial"], "n_params"] <= limit
+
+
+def test_the_pick_of_a_constrained_study_is_the_best_feasible_trial():
+    from sweeper.final import select_best
+
+    study = optuna.create_study(direction="maximize")
+    for value, violation in [(0.95, 3.0), (0.90, 0.0), (0.93, 1.0), (0.85, -2.0)]:
+        study.add_trial(create_trial(value=value, system_attrs={"constraints:n_params<=100": violation},
+                                     params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+                                     user_attrs={"run": {"val_loss": 0.1}}))
+    assert select_best(study).value == 0.90  # 0.95 and 0.93 break the bound
+
+
+def test_search_py_prints_the_front(tmp_path, monkeypatch, capsys):
+    import search
+
+    monkeypatch.chdir(tmp_path)
+    code = search.main(["--space", "quick", "--trials", "4", "--jobs", "1", "--cv", "1", "--quiet",
+                        "--no-plots", "--out", str(tmp_path), "--sampler", "random",
+                        "--metric", "val_accuracy:max,n_params:min", *FAST])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Pareto front of val_accuracy (validation split) against n_params:" in out
+    table = out.split("n_params: ")[1].splitlines()
+    assert table[1].split() == ["trial", "val_accuracy", "n_params", "test_accuracy"]
+    saved = json.loads((tmp_path / "quick" / "summary.json").read_text())
+    assert [line.split()[0] for line in table[2:2 + saved["n_pareto"]]] == [
+        f"#{m['trial']}" for m in saved["pareto"]]
+    assert "[one network: n_params; each evaluated once on test, n=" in out
