@@ -52,9 +52,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="folds per trial: K >= 2 cross-validates train+val, 1 is the hold-out "
                         "validation split, auto (default: the space's cv, else auto) picks "
                         f"{AUTO_FOLDS} folds when train+val has <= {AUTO_CV_MAX_SAMPLES:,} samples")
-    p.add_argument("--metric", default=None, help="objective: val_accuracy | val_loss (default: the space's)")
+    p.add_argument("--metric", default=None,
+                   help="objective: val_accuracy | val_loss (default: the space's), or several "
+                        "with directions: val_accuracy:max,n_params:min (also train_seconds, "
+                        "latency_us, latency_us_b256)")
     p.add_argument("--direction", default=None, choices=("minimize", "maximize"),
                    help="default: the space's, else maximize for accuracy and minimize for loss")
+    p.add_argument("--constraint", action="append", default=None, metavar="NAME<=X",
+                   help="a bound on a metric, e.g. 'n_params<=20000' (repeatable): trials beyond "
+                        "it are infeasible")
     p.add_argument("--out", default="outputs/studies", help="root folder of studies")
     p.add_argument("--allow-changes", action="store_true",
                    help="resume a study although its space, metric, overrides or --cv changed")
@@ -93,6 +99,12 @@ def check_args(args: argparse.Namespace) -> None:
             f"--study: {name!r}{given} is not a study name; allowed: 1-128 letters, digits, '_', "
             "'-', '.', starting with a letter or digit (no path: a study is a folder under --out)"
         )
+    if args.metric is not None or args.constraint:
+        from sweeper.objectives import parse_constraints, parse_goals
+
+        if args.metric is not None:
+            parse_goals(args.metric, "--metric", direction=args.direction)
+        parse_constraints(args.constraint)
     if not args.out.strip():
         raise ConfigError("--out: empty; allowed: a folder (created if missing)")
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -128,8 +140,8 @@ def settings_from_args(args: argparse.Namespace):
     from sweeper.space import load_space
 
     space = load_space(args.space, CONF_DIR)
-    metric = args.metric or space.metric or "val_accuracy"
-    direction = args.direction or space.direction or ("maximize" if "accuracy" in metric else "minimize")
+    goals, constraints = study_goals(args, space)
+    metric, direction = goals[0].name, goals[0].direction
     settings = StudySettings(
         name=args.study or Path(args.space).stem,
         space=space,
@@ -145,12 +157,28 @@ def settings_from_args(args: argparse.Namespace):
         pruner=args.pruner,
         overrides=list(args.overrides),
         allow_changes=args.allow_changes,
+        goals=goals,
+        constraints=constraints,
     )
     check_space(settings, compose_experiment)
     cv = args.cv if args.cv is not None else (space.cv if space.cv is not None else "auto")
     settings.cv = auto_folds(compose_experiment(space.overrides + list(args.overrides))[1]) if cv == "auto" else cv
     settings.__post_init__()  # checks cv
     return settings
+
+
+def study_goals(args: argparse.Namespace, space) -> tuple[tuple, tuple]:
+    """(goals, constraints) from --metric/--direction/--constraint, else the space's."""
+    from sweeper.objectives import Goal, parse_constraints, parse_goals
+
+    spec = args.metric or space.metric or "val_accuracy"
+    where = "--metric" if args.metric else "search.metric"
+    goals = parse_goals(spec, where, direction=args.direction)
+    if len(goals) == 1 and ":" not in spec and args.direction is None and space.direction:
+        goals = (Goal(goals[0].name, space.direction),)  # a single metric takes the space's
+    if args.constraint is not None:
+        return goals, parse_constraints(args.constraint)
+    return goals, parse_constraints(space.constraints, "search.constraints")
 
 
 def check_space(settings, compose) -> None:
@@ -204,7 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the study is saved; run the same command to resume", file=sys.stderr)
         return 130
-    if summary.get("best_trial") is None:
+    if "pareto" in summary:
+        from sweeper.pareto import front_table
+
+        how = f"{settings.cv}-fold CV mean" if settings.cv > 1 else "validation split"
+        print(f"Pareto front of {settings.goals[0].name} ({how}) against "
+              f"{', '.join(g.name for g in settings.goals[1:])}: {summary['n_pareto']} trials")
+        print(front_table(summary))
+        print(f"[{summary['final_model_size']}; each evaluated once on test, "
+              f"n={_n_test(summary)}]")
+    elif summary.get("best_trial") is None:
         print("no trial completed; see trials.csv for the fail reasons", file=sys.stderr)
     else:
         how = f"{settings.cv}-fold CV mean" if settings.cv > 1 else "validation split"
@@ -214,8 +251,14 @@ def main(argv: list[str] | None = None) -> int:
         base = summary.get("baseline") or {}
         print(f"test accuracy: pick {_acc(summary)} vs baseline (no search) {_acc(base)}"
               f"  [{summary.get('final_model', 'final model')}, n={summary.get('n_test')}]")
-    print(f"results: {settings.dir}/ (trials.csv, epochs.csv, plots/, best/, summary.json)")
+    where = "pareto/" if "pareto" in summary else "best/"
+    print(f"results: {settings.dir}/ (trials.csv, epochs.csv, plots/, {where}, summary.json)")
     return 0
+
+
+def _n_test(summary: dict):
+    members = summary.get("pareto") or [{}]
+    return members[0].get("n_test")
 
 
 def _acc(result: dict) -> str:

@@ -33,13 +33,15 @@ def wilson(correct: float, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def select_best(study):
-    """The best COMPLETE trial: best value, then the lowest validation loss, then the
-    earliest. None when no trial completed."""
+    """The best COMPLETE (and feasible) trial: best value, then the lowest validation loss,
+    then the earliest. None when no trial completed."""
     from optuna.trial import TrialState
 
     sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
     best, best_key = None, None
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if any(v > 0 for v in t.constraints.values()):  # infeasible under --constraint
+            continue
         loss = trial_info(t).get("val_loss")
         loss = float("inf") if loss is None or not math.isfinite(loss) else loss
         key = (sign * t.value, loss, t.number)

@@ -64,6 +64,7 @@ class HydraStudy:
         """StudySettings as search.py would build them for the same space and overrides."""
         import os
 
+        from .objectives import Goal, parse_constraints, parse_goals
         from .settings import StudySettings, auto_folds
         from .space import SPACES_GROUP, parse_space
 
@@ -78,8 +79,11 @@ class HydraStudy:
         fixed = [a for a in fixed if a not in space.overrides]
         if choice and not space.overrides:
             space.overrides = [f"{SPACES_GROUP}={choice}"]
-        metric = c.get("metric") or "val_accuracy"
-        direction = c.get("direction") or ("maximize" if "accuracy" in metric else "minimize")
+        spec = c.get("metric") or "val_accuracy"
+        goals = parse_goals(spec, "hydra.sweeper.metric")  # each of several has its direction
+        if len(goals) == 1 and ":" not in str(spec) and c.get("direction"):
+            goals = (Goal(goals[0].name, c["direction"]),)
+        metric, direction = goals[0].name, goals[0].direction
         settings = StudySettings(
             name=c.get("study_name") or choice or "hydra", space=space,
             trials=int(c.get("n_trials", 20)), root=Path(c.get("root", "outputs/studies")),
@@ -87,7 +91,8 @@ class HydraStudy:
             jobs=int(c.get("n_jobs", 1)), timeout=c.get("timeout"), seed=int(c.get("seed", 0)),
             metric=metric, direction=direction, sampler=c.get("sampler", "tpe"),
             pruner=c.get("pruner", "median"), overrides=fixed,
-            allow_changes=bool(c.get("allow_changes", False)),
+            allow_changes=bool(c.get("allow_changes", False)), goals=goals,
+            constraints=parse_constraints(c.get("constraints"), "hydra.sweeper.constraints"),
         )
         cv = c.get("cv", "auto")
         if cv == "auto":
@@ -126,8 +131,10 @@ class HydraStudy:
                 # the launcher composes a job from the hydra overrides and these alone: the
                 # space's option (hparams_search=...) and the fixed overrides go with each
                 overrides = settings.space.sample(trial) + settings.overrides
+                # Optuna's pruners cannot judge several objectives: the job only reports
+                pruner = settings.pruner if len(settings.goals) == 1 else "none"
                 link = TrialLink(settings.storage, settings.dir, settings.name, trial.number,
-                                 settings.metric, settings.pruner, settings.cv, overrides=overrides)
+                                 settings.metric, pruner, settings.cv, overrides=overrides)
                 jobs.append([*overrides, f"++hydra.job.env_set.{TrialLink.ENV}={link.encode()}"])
             beats = [Heartbeat(storage, claimer.trial_id(t.number)) for t in batch]
             for beat in beats:
@@ -142,7 +149,12 @@ class HydraStudy:
                 self.tell(claimer, trial, ret, settings.metric)
         summary = write_report(study, settings.dir, plots=bool(self.conf.get("plots", True)))
         best = summary.get("best_trial")
-        if best is not None:
+        if "pareto" in summary:
+            from .pareto import front_table
+
+            log.info("Pareto front (%s):\n%s\n%s", ", ".join(summary["objectives"]),
+                     front_table(summary), settings.dir)
+        elif best is not None:
             log.info("best trial #%d: %s = %.4f; test accuracy %s (baseline %s); %s",
                      best, settings.metric, summary["value"], summary.get("test_accuracy"),
                      (summary.get("baseline") or {}).get("test_accuracy"), settings.dir)
@@ -179,5 +191,9 @@ class HydraStudy:
             study.tell(trial.number, state=TrialState.PRUNED)
         elif reason == "diverged" or value is None or not math.isfinite(value):
             study.tell(trial.number, state=TrialState.FAIL)
+        elif len(claimer.settings.goals) > 1 or claimer.settings.constraints:
+            from .objectives import tell_goals
+
+            tell_goals(claimer, trial, frozen)
         else:
             study.tell(trial.number, float(value))

@@ -9,7 +9,8 @@ from .claim import counts
 
 
 def study_rows(root: Path, storage_url: str | None = None) -> list[dict]:
-    """One row per study: name, where, trials by state, best value, last update."""
+    """One row per study: name, where, trials by state, best value (or the size of the
+    Pareto front), last update."""
     import optuna
 
     from .storage import describe_storage, open_storage
@@ -27,10 +28,15 @@ def study_rows(root: Path, storage_url: str | None = None) -> list[dict]:
             trials = study.get_trials(deepcopy=False)
             ends = [t.datetime_complete or t.datetime_start for t in trials]
             ends = [e for e in ends if e is not None]
-            try:
-                best = study.best_value
-            except ValueError:
-                best = None
+            if len(study.directions) > 1:  # several objectives: the size of the front
+                from .objectives import pareto_trials
+
+                best = f"front of {len(pareto_trials(study))}"
+            else:
+                try:
+                    best = study.best_value  # the best feasible value under constraints
+                except ValueError:
+                    best = None
             c = counts(study)
             rows.append({
                 "study": summary.study_name,

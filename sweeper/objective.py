@@ -63,6 +63,12 @@ class Objective:
     def overrides_for(self, trial) -> list[str]:
         return self.space.sample(trial) + list(self.overrides)
 
+    def should_stop(self, trial, epoch: int, value: float) -> bool:
+        """Report one epoch's value; True when the pruner says stop (sweeper.objectives
+        overrides it for several objectives, which Optuna does not prune)."""
+        trial.report(value, step=epoch)
+        return trial.should_prune()
+
     def __call__(self, trial, run: dict) -> float:
         """Train the trial's config and return its value, filling ``run`` with what the
         tables need (the caller writes it once, with the outcome: sweeper.study.run_trial)."""
@@ -85,8 +91,7 @@ class Objective:
             value = row[metric]
             if not math.isfinite(value):
                 return None  # the trainer stops a diverged run itself
-            trial.report(value, step=row["epoch"])
-            if trial.should_prune():
+            if self.should_stop(trial, row["epoch"], value):
                 run["pruned_at"] = row["epoch"]
                 return "pruned"
             return None

@@ -53,7 +53,7 @@ def is_categorical(study, name: str) -> bool:
     return True
 
 
-def plot_history(study, trials: pd.DataFrame, path: Path) -> Path:
+def plot_history(study, trials: pd.DataFrame, path: Path, *, ylog: bool = False) -> Path:
     plt, sns = _setup()
     metric = study.user_attrs.get("metric", "objective")
     done = trials[trials["state"] == "COMPLETE"].copy()
@@ -68,11 +68,13 @@ def plot_history(study, trials: pd.DataFrame, path: Path) -> Path:
         sns.scatterplot(data=pruned, x="number", y="value", ax=ax, color="tab:orange", marker="x",
                         label="pruned (last reported)", s=30)
     ax.set(xlabel="trial", ylabel=metric, title=f"{study.study_name}: optimisation history ({len(trials)} trials)")
+    if ylog and len(done):
+        _log_axis(ax, done["value"], "y")
     ax.legend(loc="best")
     return _save(fig, path)
 
 
-def plot_params(study, trials: pd.DataFrame, path: Path) -> Path:
+def plot_params(study, trials: pd.DataFrame, path: Path, *, ylog: bool = False) -> Path:
     plt, sns = _setup()
     metric = study.user_attrs.get("metric", "objective")
     names = param_columns(study, trials)
@@ -93,7 +95,10 @@ def plot_params(study, trials: pd.DataFrame, path: Path) -> Path:
             if is_log(study, name):
                 _log_axis(ax, data[name])
         ax.set(title=name, xlabel="", ylabel=metric)
-        _focus(ax, data["value"], study.direction.name == "MAXIMIZE")
+        if ylog and len(data):
+            _log_axis(ax, data["value"], "y")
+        else:
+            _focus(ax, data["value"], study.direction.name == "MAXIMIZE")
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     if not names:
@@ -103,14 +108,15 @@ def plot_params(study, trials: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _log_axis(ax, values: pd.Series) -> None:
-    """A log x axis labelled in plain numbers: decades over a wide range, 1-2-5 steps over a
-    narrow one (matplotlib's default labels a narrow range with overlapping 3.4x10^1...)."""
-    ax.set_xscale("log")
+def _log_axis(ax, values: pd.Series, axis: str = "x") -> None:
+    """A log x (or y) axis labelled in plain numbers: decades over a wide range, 1-2-5 steps
+    over a narrow one (matplotlib's default labels a narrow range with overlapping 3.4x10^1...)."""
+    getattr(ax, f"set_{axis}scale")("log")
     wide = len(values) and values.max() >= 100 * values.min()
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    which = getattr(ax, f"{axis}axis")
+    which.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
+    which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    which.set_minor_formatter(NullFormatter())
 
 
 def _focus(ax, values: pd.Series, maximize: bool) -> None:

@@ -16,7 +16,11 @@ from core.config import METRICS, ConfigError, check_choice
 from . import storage as S
 from .space import SearchSpace
 
-SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid", "nsga2")
+# with several objectives: CMA-ES is single-objective only; Hyperband and successive halving
+# are Optuna pruners, which never see a multi-objective trial (sweeper.objectives.HopelessRule)
+MULTI_SAMPLERS = ("tpe", "nsga2", "random", "qmc", "grid")
+MULTI_PRUNERS = ("none", "median", "percentile")
 PRUNERS = ("none", "median", "percentile", "hyperband", "halving")
 # --cv auto: K-fold trials where a validation split is too small to tell configurations
 # apart (README, "Cross-validated trials"); beyond it the hold-out split is large enough
@@ -59,8 +63,14 @@ class StudySettings:
     stale_after: float = S.STALE_AFTER_SECONDS
     cv: int = 1  # folds per trial (1: the hold-out validation split)
     allow_changes: bool = False  # resume even if the space, metric, overrides or cv changed
+    # sweeper.objectives: every objective (default: the one of metric and direction) and the
+    # constraints (Bound); several goals make a multi-objective study
+    goals: tuple = ()
+    constraints: tuple = ()
 
     def __post_init__(self) -> None:
+        if self.goals:  # metric and direction are the first goal's (what trials report)
+            self.metric, self.direction = self.goals[0].name, self.goals[0].direction
         check_choice("--sampler", self.sampler, SAMPLERS)
         check_choice("--pruner", self.pruner, PRUNERS)
         check_choice("--direction", self.direction, ("minimize", "maximize"))
@@ -71,6 +81,16 @@ class StudySettings:
             raise ConfigError(f"--jobs: {self.jobs} is out of range; allowed: --jobs >= 1 or auto")
         if isinstance(self.cv, bool) or not isinstance(self.cv, int) or not 1 <= self.cv <= 20:
             raise ConfigError(f"--cv: {self.cv!r} is out of range; allowed: auto or 1 <= --cv <= 20")
+        if not self.goals:
+            from .objectives import Goal
+
+            self.goals = (Goal(self.metric, self.direction),)
+        if len(self.goals) > 1:
+            check_choice("--sampler", self.sampler, MULTI_SAMPLERS)
+            if self.pruner not in MULTI_PRUNERS:
+                raise ConfigError(f"--pruner: {self.pruner} does not apply to several objectives "
+                                  f"(Optuna prunes single-objective trials only); allowed: "
+                                  f"{', '.join(MULTI_PRUNERS)}")
         if self.sampler == "grid":
             self.space.grid()  # fails now, naming the key, if the space is not finite
 
@@ -100,6 +120,8 @@ def make_sampler(settings: StudySettings, session: int = 0):
         return S_.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "qmc":
         return S_.QMCSampler(seed=seed, warn_independent_sampling=False)
+    if name == "nsga2":
+        return S_.NSGAIISampler(seed=seed)
     return S_.GridSampler(settings.space.grid(), seed=seed)
 
 
@@ -131,7 +153,7 @@ def create_study(settings: StudySettings, *, session: int = 0, retries: int = 5)
             study = optuna.create_study(
                 storage=storage,
                 study_name=settings.name,
-                direction=settings.direction,
+                directions=[g.direction for g in settings.goals],
                 sampler=make_sampler(settings, session),
                 pruner=make_pruner(settings.pruner),
                 load_if_exists=True,
@@ -147,19 +169,28 @@ def create_study(settings: StudySettings, *, session: int = 0, retries: int = 5)
     else:
         raise ConfigError(f"--storage: could not create or load study {settings.name!r}: "
                           f"{S.scrub(str(last), settings.storage)}")
-    actual = study.direction.name.lower()
-    if actual != settings.direction:
+    actual = [d.name.lower() for d in study.directions]
+    if actual != [g.direction for g in settings.goals]:
+        if len(actual) == 1 == len(settings.goals):
+            raise ConfigError(
+                f"--direction: study {settings.name!r} exists with direction {actual[0]}; "
+                f"asked for {settings.direction}"
+            )
         raise ConfigError(
-            f"--direction: study {settings.name!r} exists with direction {actual}; "
-            f"asked for {settings.direction}"
+            f"--metric: study {settings.name!r} exists with {len(actual)} objective(s) "
+            f"({', '.join(actual)}); asked for {len(settings.goals)} "
+            f"({', '.join(g.direction for g in settings.goals)}); use another --study"
         )
     return study, storage
 
 
 def study_settings(settings: StudySettings) -> dict:
     """The settings that define what a study's trials mean, stored with the study."""
+    from .objectives import spec_text
+
     return {
-        "metric": settings.metric,
+        "metric": spec_text(settings.goals),
+        "constraints": [b.text() for b in settings.constraints],
         "space_definition": settings.space.definition(),
         "overrides": list(settings.overrides),
         "cv": settings.cv,
@@ -167,7 +198,7 @@ def study_settings(settings: StudySettings) -> dict:
 
 
 FLAGS = {"metric": "--metric", "space_definition": "--space", "overrides": "overrides",
-         "cv": "--cv"}
+         "cv": "--cv", "constraints": "--constraint"}
 
 
 def check_resume(study, settings: StudySettings) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from core.config import METRICS, ConfigError, check_choice
 
-SPACE_KEYS = ("params", "layers", "overrides", "metric", "direction", "cv")
+SPACE_KEYS = ("params", "layers", "overrides", "metric", "direction", "cv", "constraints")
 
 
 @dataclass
@@ -39,6 +39,7 @@ class SearchSpace:
     metric: str | None = None
     direction: str | None = None
     cv: int | str | None = None  # folds per trial (search.py --cv), auto, or None: search.py's default
+    constraints: list[str] | None = None  # bounds such as n_params<=20000 (sweeper.objectives)
     source: str = "<inline>"
 
     def sample(self, trial) -> list[str]:
@@ -189,10 +190,21 @@ def parse_space(data: Any, source: str = "<inline>") -> SearchSpace:
             raise ConfigError("search.params.layers.hidden: conflicts with search.layers (depth/units)")
     overrides = _section(data, "overrides", list, "a list of Hydra overrides", source) or []
     space.overrides = [str(o) for o in overrides]
-    space.metric = data.get("metric")
+    metric = data.get("metric")
+    space.metric = ",".join(map(str, metric)) if isinstance(metric, list) else metric
     space.direction = data.get("direction")
-    if space.metric is not None:
-        check_choice("search.metric", space.metric, METRICS)
+    if space.metric is not None and not any(c in str(space.metric) for c in ",:"):
+        check_choice("search.metric", space.metric, METRICS)  # one metric, as always
+    elif space.metric is not None:
+        from .objectives import parse_goals
+
+        parse_goals(str(space.metric), "search.metric")
+    constraints = _section(data, "constraints", list, "a list such as [n_params<=20000]", source)
+    if constraints is not None:
+        from .objectives import parse_constraints
+
+        parse_constraints(constraints, "search.constraints")
+        space.constraints = [str(c) for c in constraints]
     if space.direction is not None:
         check_choice("search.direction", space.direction, ("minimize", "maximize"))
     searched = [d for d in [*params.values(), space.depth, space.units] if _is_dist(d)]
@@ -262,7 +274,7 @@ def group_space(data: Any, name: str, source: str) -> SearchSpace:
     if not isinstance(sweeper, dict):
         raise ConfigError(f"search: {source} has no hydra.sweeper section; allowed: an "
                           f"{SPACES_GROUP} option with hydra.sweeper.params")
-    keys = ("params", "layers", "metric", "direction", "cv")
+    keys = ("params", "layers", "metric", "direction", "cv", "constraints")
     space = parse_space({k: sweeper[k] for k in keys if k in sweeper}, source=source)
     space.overrides = [f"{SPACES_GROUP}={name}"]
     return space

@@ -55,7 +55,7 @@ def run_trial(claimer: Claimer, trial, objective: Objective) -> tuple[str, dict]
     try:
         with Heartbeat(claimer.storage, claimer.trial_id(trial.number)):
             value = objective(trial, info)
-        if not math.isfinite(value):
+        if not all(map(math.isfinite, value if isinstance(value, list) else [value])):
             state, info["fail_reason"] = TrialState.FAIL, f"objective is {value}"
     except optuna.TrialPruned as e:
         state, info["prune_reason"] = TrialState.PRUNED, str(e)
@@ -95,6 +95,10 @@ def worker_loop(settings: StudySettings, on_trial=None) -> int:
     study.sampler = make_sampler(settings, claimer.new_session())
     objective = Objective(settings.space, settings.dir, settings.metric, list(settings.overrides),
                           cv=settings.cv, one_thread=settings.jobs > 1)
+    if len(settings.goals) > 1 or settings.constraints:
+        from .objectives import goal_objective
+
+        objective = goal_objective(objective, settings)
     start, ran, streak = time.time(), 0, []
     while settings.timeout is None or time.time() - start < settings.timeout:
         trial = claimer.claim()
@@ -219,7 +223,7 @@ def run_study(settings: StudySettings, *, progress: bool = True):
 def _best(study) -> float | None:
     try:
         return float(study.best_value)
-    except ValueError:  # no complete trial yet
+    except (ValueError, RuntimeError):  # no complete trial yet; several objectives
         return None
 
 

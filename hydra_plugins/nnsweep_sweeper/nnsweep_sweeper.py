@@ -26,8 +26,9 @@ class NnsweepSweeperConf:
     root: str = "outputs/studies"  # where studies keep trials.csv, plots/, best/, summary.json
     sampler: str = "tpe"  # tpe | random | cmaes | qmc | grid
     pruner: str = "median"  # none | median | percentile | hyperband | halving
-    metric: str = "val_accuracy"
-    direction: Optional[str] = None  # default: maximize for accuracy, minimize for losses
+    metric: str = "val_accuracy"  # or several objectives: val_accuracy:max,n_params:min
+    direction: Optional[str] = None  # one metric only; default: maximize for accuracy, else minimize
+    constraints: List[str] = field(default_factory=list)  # e.g. [n_params<=20000]
     seed: int = 0
     cv: Any = "auto"  # folds per trial: auto | 1 (hold-out) | K
     timeout: Optional[float] = None  # seconds after which no new trial starts
