@@ -195,3 +195,14 @@ def test_the_same_failure_again_and_again_stops_the_study(tmp_path):
     with pytest.raises(StudyAborted, match=f"{STREAK} trials in a row failed with: data.path: no such file"):
         run_study(s, progress=False)
     assert counts(load(s))["FAIL"] == STREAK
+
+
+def test_same_seed_one_worker_same_study(tmp_path):
+    """--jobs 1 and the same --seed: the same points and values run to run, TPE past its
+    random start (12 > 10 startup trials) included."""
+    runs = []
+    for name in ("a", "b"):
+        study = run_study(settings(tmp_path, 12, name=name, seed=7), progress=False)
+        runs.append([(t.state.name, t.params, t.value) for t in study.trials])
+    assert runs[0] == runs[1]
+    assert len({str(params) for _, params, _ in runs[0]}) == 12
