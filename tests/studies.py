@@ -48,6 +48,10 @@ def running_trials(s: StudySettings, *, poll: float = 0.2, timeout: float = 120)
     while time.time() < deadline and not running:
         time.sleep(poll)
         if (s.dir / "journal.log").exists():
-            running = [t for t in load(s).get_trials(deepcopy=False)
+            try:
+                study = load(s)
+            except KeyError:  # the journal is opened before the study is written to it
+                continue
+            running = [t for t in study.get_trials(deepcopy=False)
                        if t.state.name == "RUNNING" and "worker" in t.user_attrs]
     return running
