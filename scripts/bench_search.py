@@ -18,7 +18,7 @@ included, as a user runs it), in a fresh study folder. Columns:
                     model, plots)
 
 ``--before REV`` runs the same command on a git worktree of REV (first --trials value only:
-the old code needs ~0.5 s a trial). Results also go to outputs/benchmarks/search.csv.
+the old code needs ~0.5 s a trial), with the current conf/hparams_search/ copied into it. Results also go to outputs/benchmarks/search.csv.
 """
 
 from __future__ import annotations
@@ -72,9 +72,15 @@ def measure(study_dir: Path, trials: int, wall: float) -> dict:
 
 
 def worktree(rev: str) -> Path:
+    """A checkout of ``rev`` that searches the current spaces (conf/hparams_search/ copied
+    into it), so before and now train the same kind of trials and differ in their code."""
+    import shutil
+
     path = Path(tempfile.mkdtemp(prefix="nnsweep-before-")) / "repo"
     subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=ROOT, check=True,
                    capture_output=True)
+    for space in (ROOT / "conf" / "hparams_search").glob("*.yaml"):
+        shutil.copy2(space, path / "conf" / "hparams_search" / space.name)
     return path
 
 
