@@ -42,9 +42,12 @@ BLAS_MIN_FMAS = 32 * 64 * 64
 # loads, with no per-element 2-D address arithmetic. FAST allows fused multiply-adds (one
 # rounding instead of two) and nothing else.
 FAST = {"contract"}
+# Small helpers of the step are inlined by numba itself ("always"), not left to LLVM: a call
+# passes every array as ~7 scalars and may add reference-count updates.
+INLINE = "always"
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline=INLINE)
 def fill(a: np.ndarray, value: float) -> None:
     """a[...] = value for a 2-D array (explicit loops: cheaper than slice assignment here)."""
     for i in range(a.shape[0]):
@@ -87,21 +90,40 @@ def acc_nn(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
                 o[j] += x * b[j]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline=INLINE)
 def add_bias(z: np.ndarray, b: np.ndarray) -> None:
     for s in range(z.shape[0]):
         for j in range(z.shape[1]):
             z[s, j] += b[j]
 
 
-@njit(cache=True, error_model="numpy")
-def dense_forward(A: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out (m, n) = A (m, k) @ W (k, n) + b (n,)."""
+@njit(cache=True, error_model="numpy", inline=INLINE)
+def dense_forward(A: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray,
+                  scratch: np.ndarray) -> None:
+    """out (m, n) = A (m, k) @ W (k, n) + b (n,). scratch holds >= m * (k + n) elements."""
     m, k = A.shape
     n = W.shape[1]
     if m * k * n >= BLAS_MIN_FMAS:
         np.dot(A, W, out)
         add_bias(out, b)
+        return
+    if n < 8:  # rows too short to vectorise (an output layer): out.T = W.T @ A.T along m
+        A_t = scratch[: k * m].reshape(k, m)
+        for i in range(m):
+            for p in range(k):
+                A_t[p, i] = A[i, p]
+        out_t = scratch[k * m : (k + n) * m].reshape(n, m)
+        for j in range(n):
+            o = out_t[j]
+            for i in range(m):
+                o[i] = b[j]
+            for p in range(k):
+                w, a = W[p, j], A_t[p]
+                for i in range(m):
+                    o[i] += w * a[i]
+        for i in range(m):
+            for j in range(n):
+                out[i, j] = out_t[j, i]
         return
     for i in range(m):
         for j in range(n):
@@ -109,7 +131,7 @@ def dense_forward(A: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray) 
     acc_nn(A, W, out)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline=INLINE)
 def mm_tn(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> None:
     """out (k, n) = A.T @ B for A (m, k), B (m, n): the weight gradient a_prev.T @ dz.
     scratch holds >= k * n elements."""
@@ -130,7 +152,7 @@ def mm_tn(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) ->
             out[i, j] = out_t[j, i]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline=INLINE)
 def mm_nt(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> None:
     """out (m, k) = A @ B.T for A (m, n), B (k, n): the input gradient dz @ W.T.
     scratch holds >= k * n elements."""
@@ -147,7 +169,7 @@ def mm_nt(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) ->
     acc_nn(A, B_t, out)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline=INLINE)
 def column_sums(dz: np.ndarray, db: np.ndarray) -> None:
     for j in range(dz.shape[1]):
         db[j] = 0.0
@@ -159,7 +181,7 @@ def column_sums(dz: np.ndarray, db: np.ndarray) -> None:
 # ---------------------------------------------------------------- activations
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline=INLINE)
 def activate(code: int, z: np.ndarray, h: np.ndarray, one: float, slope: float) -> None:
     """h = f(z) for z, h (batch, units); one and slope carry the array dtype. One loop per
     activation, so each is a plain loop the compiler vectorises (no branch on the code)."""
@@ -202,7 +224,7 @@ def activate(code: int, z: np.ndarray, h: np.ndarray, one: float, slope: float) 
                 h[s, j] = z[s, j]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline=INLINE)
 def activation_backward(
     code: int, z: np.ndarray, h: np.ndarray, da: np.ndarray, one: float, slope: float
 ) -> None:
@@ -247,7 +269,7 @@ def dropout(h: np.ndarray, mask: np.ndarray, out: np.ndarray, keep: float, scale
 # ---------------------------------------------------------------- losses on logits
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline=INLINE)
 def argmax_row(a: np.ndarray, s: int) -> int:
     best = 0
     for j in range(1, a.shape[1]):
@@ -258,35 +280,55 @@ def argmax_row(a: np.ndarray, s: int) -> int:
 
 @njit(cache=True, error_model="numpy")
 def loss_and_grad(
-    code: int, z: np.ndarray, T: np.ndarray, g: np.ndarray, one: float
+    code: int, z: np.ndarray, T: np.ndarray, g: np.ndarray, hp: np.ndarray
 ) -> tuple[float, int]:
     """Fill g (n, k) with dL/dz of the mean loss; return (sum of per-sample losses in float64,
-    correctly classified rows). Same formulas as functional.loss_and_grad and n_correct."""
+    correctly classified rows). Same formulas as functional.loss_and_grad and n_correct.
+
+    Cross-entropy per row, with m = max(z) and se = sum(exp(z - m)): the probabilities are
+    exp(z - m) / se (the largest term is 1 exactly, so k - 1 exps) and the loss is
+    sum(T) log(se) - sum(T (z - m)). The log is taken once per batch: for one-hot rows the
+    se (each in [1, k]) are multiplied in float64 and the product's log added (flushed before
+    it could overflow), so a row costs no log at all."""
+    one = hp[ONE]
     zero = one - one
     n, k = z.shape
     total = 0.0
     correct = 0
     if code == CROSS_ENTROPY:
+        hp[SCRATCH] = 1.0 / n
+        inv_n = hp[SCRATCH]
+        prod = 1.0
         for s in range(n):
             best = 0  # argmax, the first of equal maxima as argmax_row
             for j in range(1, k):
                 if z[s, j] > z[s, best]:
                     best = j
             mx = z[s, best]
-            se = one  # exp(z_best - mx) = 1 exactly: one exp fewer per row
+            se = one
             for j in range(k):
                 if j != best:
                     g[s, j] = np.exp(z[s, j] - mx)  # unnormalised probabilities
                     se += g[s, j]
             g[s, best] = one
-            lse = np.log(se)
-            row = zero
+            inv_se = one / se
+            row, t_sum = zero, zero
+            target = 0  # argmax_row(T, s), as a select rather than a branch
             for j in range(k):
-                row += T[s, j] * (z[s, j] - mx - lse)  # T * log p
-                g[s, j] = (g[s, j] / se - T[s, j]) / n
+                row += T[s, j] * (z[s, j] - mx)
+                t_sum += T[s, j]
+                g[s, j] = (g[s, j] * inv_se - T[s, j]) * inv_n
+                target = j if T[s, j] > T[s, target] else target
             total -= row
-            if best == argmax_row(T, s):
-                correct += 1
+            if t_sum == one:
+                prod *= se
+                if prod > 1e250:
+                    total += np.log(prod)
+                    prod = 1.0
+            else:  # soft or empty targets
+                total += t_sum * np.log(np.float64(se))
+            correct += best == target
+        total += np.log(prod)
     elif code == BCE:
         for s in range(n):
             for j in range(k):
@@ -326,13 +368,15 @@ HP_NAMES = ("one", "slope", "mu", "beta1", "one_minus_beta1", "beta2", "one_minu
  SCRATCH) = range(len(HP_NAMES))  # fmt: skip
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def view(buf: np.ndarray, offset: int, rows: int, cols: int) -> np.ndarray:
-    """(rows, cols) C-contiguous view of buf[offset:]; no copy."""
+    """(rows, cols) C-contiguous view of buf[offset:]; no copy. Inlined by numba itself: as a
+    call, each view cost a call plus a reference-count increment and decrement (15 % of a
+    tiny step)."""
     return buf[offset : offset + rows * cols].reshape(rows, cols)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline=INLINE)
 def gather(X: np.ndarray, order: np.ndarray, start: int, bs: int, out: np.ndarray) -> None:
     """out (bs, cols) = X[order[start:start + bs]]."""
     for s in range(bs):
@@ -363,7 +407,7 @@ def clip_global_norm(grad: np.ndarray, clip: float, hp: np.ndarray) -> None:
             grad[i] *= factor
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline=INLINE)
 def step_scalars(code: int, hp: np.ndarray, lr: float, t: int, beta1: float,
                  beta2: float) -> None:
     """This step's lr, Adam's lr / c1 and c2 (t counts from 1), rounded to the dtype."""
@@ -410,7 +454,7 @@ def update(code: int, p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray
             p[i] -= lr_ * g[i] / (np.sqrt(v[i]) + eps)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline=INLINE)
 def update_layer(code: int, params: np.ndarray, grad: np.ndarray, m: np.ndarray,
                  v: np.ndarray, lo: int, n_w: int, hi: int, hp: np.ndarray) -> None:
     """L1/L2 on the weights params[lo:lo + n_w], then the optimizer step on params[lo:hi]."""
@@ -424,7 +468,7 @@ def forward(
     params: np.ndarray, x: np.ndarray, sizes: np.ndarray, w_off: np.ndarray,
     unit_off: np.ndarray, acts: np.ndarray, keep: np.ndarray, scale: np.ndarray,
     hp: np.ndarray, Z: np.ndarray, H: np.ndarray, M: np.ndarray, D: np.ndarray,
-    train: bool,
+    S: np.ndarray, train: bool,
 ) -> np.ndarray:
     """Forward pass of x (bs, n_in): z = a @ W + b per layer into Z; hidden layers
     h = f(z) into H, then with ``train`` d = h * mask into D under dropout (masks into M).
@@ -438,7 +482,7 @@ def forward(
         W = view(params, w_off[layer], k_in, k_out)
         b = params[w_off[layer] + k_in * k_out : w_off[layer] + k_in * k_out + k_out]
         z = view(Z, unit_off[layer], bs, k_out)
-        dense_forward(a, W, b, z)
+        dense_forward(a, W, b, z, S)
         if layer == n_layers - 1:
             break
         h = view(H, unit_off[layer], bs, k_out)
@@ -471,7 +515,8 @@ def train_epoch(
     probabilities (1: no dropout) and scale (L,) dtype 1 / keep. Workspaces (1-D, dtype):
     Xb, Tb >= batch * n_in / n_out; Z, H, M, D >= batch * sum(units) (pre-activation,
     activation, dropout mask, masked activation); G1, G2 >= batch * max(units);
-    S >= max(n_in * n_out) of a layer (transposes of the small-product loops).
+    S >= max(n_in * n_out) of a layer and >= batch * (max(units) + 8) (transposes of the
+    small-product loops).
 
     Without clipping each layer is updated as soon as its gradient is complete (the
     gradient is still in cache; its weights were already used for the input gradient);
@@ -493,11 +538,11 @@ def train_epoch(
         tb = view(Tb, 0, bs, n_out)
         gather(T, order, start, bs, tb)
         logits = forward(params, xb, sizes, w_off, unit_off, acts, keep, scale, hp, Z, H, M,
-                         D, True)  # fmt: skip
+                         D, S, True)  # fmt: skip
 
         # loss on the logits and its gradient, into G1
         dz = view(G1, 0, bs, n_out)
-        loss_sum, hits = loss_and_grad(loss_code, logits, tb, dz, one)
+        loss_sum, hits = loss_and_grad(loss_code, logits, tb, dz, hp)
         total_loss += loss_sum
         correct += hits
         t[0] += 1
@@ -551,11 +596,11 @@ def evaluate(
     params: np.ndarray, X: np.ndarray, T: np.ndarray, batch: int, sizes: np.ndarray,
     w_off: np.ndarray, unit_off: np.ndarray, acts: np.ndarray, keep: np.ndarray,
     scale: np.ndarray, loss_code: int, hp: np.ndarray, Z: np.ndarray, H: np.ndarray,
-    G1: np.ndarray,
+    G1: np.ndarray, S: np.ndarray,
 ) -> tuple[float, int]:
     """(sum of per-sample losses, correctly classified rows) of X (N, n_in) against T in
     evaluation mode (no dropout), forward in blocks of ``batch`` rows through the training
-    workspaces Z, H (>= batch * sum(units)) and G1 (>= batch * n_out): train_epoch's
+    workspaces Z, H (>= batch * sum(units)), G1 (>= batch * n_out) and S: train_epoch's
     forward and loss."""
     n_out = sizes[w_off.shape[0]]
     total_loss = 0.0
@@ -563,9 +608,9 @@ def evaluate(
     for start in range(0, X.shape[0], batch):
         bs = min(batch, X.shape[0] - start)
         logits = forward(params, X[start : start + bs], sizes, w_off, unit_off, acts, keep,
-                         scale, hp, Z, H, Z, Z, False)  # fmt: skip
+                         scale, hp, Z, H, Z, Z, S, False)  # fmt: skip
         loss_sum, hits = loss_and_grad(loss_code, logits, T[start : start + bs],
-                                       view(G1, 0, bs, n_out), hp[ONE])  # fmt: skip
+                                       view(G1, 0, bs, n_out), hp)  # fmt: skip
         total_loss += loss_sum
         correct += hits
     return total_loss, correct
