@@ -1,8 +1,9 @@
 """Training speed of nnsweep against PyTorch, scikit-learn and a plain NumPy loop.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python scripts/benchmark.py [--quick] [--before REV]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python scripts/benchmark.py [--quick]
+    ... --before main   # the CPU engine of main too, in the same run
 
-Three workloads (issues #6 and #17), on identical synthetic float32 data, Adam, ReLU, softmax CE:
+Three workloads (issues #6, #17), identical synthetic float32 data, Adam, ReLU, softmax CE:
   wide    784-256-128-10, batch 128, one epoch of 60,000 samples (the machine's BLAS threads)
   tiny    2-16-16-2 on moons (2,000 samples), batch 32, 200 epochs
   digits  64-256-10, batch 64, 40 epochs of 1,222 samples: the median trial of the default
@@ -11,9 +12,10 @@ Three workloads (issues #6 and #17), on identical synthetic float32 data, Adam, 
 revision (exported with ``git archive``), measured in the same run.
 Every contestant runs in its own process, ``--repeats`` times in each of ``--passes`` passes
 over all contestants; the table shows the best run (the median is in the CSV), its
-samples/s, GFLOP/s in real FLOPs of the matrix products (Workload.flops), its time relative to nnsweep's cpu
-engine, the percentage of the float32 GEMM peak measured in the same run, and how much of
-the CPUs other jobs used during that best run (this box is shared; before each contestant
+µs per optimizer step, samples/s, GFLOP/s in real FLOPs of the matrix products
+(Workload.flops), its time relative to nnsweep's cpu engine, the percentage of the float32
+GEMM peak measured in the same run, and how much of the CPUs other jobs used during that best
+run (this box is shared; before each contestant
 the script waits up to ``--wait-idle`` seconds for idle CPUs).
 numba's compile time (first call with an empty cache vs a cache load) is measured in fresh
 processes and reported separately. Results: outputs/benchmarks/benchmark.csv, targets.csv and
