@@ -24,30 +24,36 @@ def test_workloads_count_the_parameters_of_the_network(bench, quick: bool) -> No
         output = N.LayerSpec(wl.sizes[-1], "softmax")
         spec = N.NetworkSpec(wl.sizes[0], hidden + (output,), "cross_entropy")
         assert wl.n_params == spec.n_params
-    wide, tiny = bench.workloads(False)
+    wide, tiny, digits = bench.workloads(False)
     assert (wide.sizes, wide.n, wide.batch, wide.epochs) == ((784, 256, 128, 10), 60_000, 128, 1)
     assert (tiny.sizes, tiny.n, tiny.batch, tiny.epochs) == ((2, 16, 16, 2), 2_000, 32, 200)
+    assert (digits.sizes, digits.batch) == ((64, 256, 10), 64)
+    assert (tiny.steps, digits.steps) == (63 * 200, 20 * 40)  # ragged last batches count
+    assert bench.SINGLE_THREADED == {"digits"}
 
 
 def test_targets_compare_times_and_mark_missing_contestants(bench) -> None:
-    wide, tiny = (wl.label() for wl in bench.workloads(False))
+    wide, tiny, _ = (wl.label() for wl in bench.workloads(False))
     rows = [
-        {"workload": wide, "implementation": "nnsweep cpu", "seconds": 0.5, "gflops": 170.0},
-        {"workload": wide, "implementation": "pytorch", "seconds": 0.6},
-        {"workload": tiny, "implementation": "nnsweep cpu", "seconds": 0.05},
+        {"workload": wide, "implementation": "nnsweep cpu", "seconds": 0.5, "gflops": 150.0},
+        {"workload": wide, "implementation": "pytorch", "seconds": 1.6},
+        {"workload": tiny, "implementation": "nnsweep cpu", "seconds": 0.05,
+         "us_per_step": 3.9},
         {"workload": tiny, "implementation": "numpy loop", "seconds": 0.7},
         {"workload": tiny, "implementation": "pytorch"},  # not installed: no time
     ]
-    wide_torch, tiny_torch, tiny_loop, wide_peak = bench.targets(rows, peak=190.0)
-    assert wide_torch["measured"] == pytest.approx(1.2) and wide_torch["met"] is False
-    assert tiny_loop["measured"] == pytest.approx(14.0) and tiny_loop["met"] is True
+    wide_torch, tiny_torch, tiny_loop, wide_peak, tiny_step = bench.targets(rows, peak=190.0)
+    assert wide_torch["measured"] == pytest.approx(3.2) and wide_torch["met"] is True
+    assert tiny_loop["measured"] == pytest.approx(14.0) and tiny_loop["met"] is False
     assert math.isnan(tiny_torch["measured"]) and tiny_torch["met"] is None
-    assert wide_peak["measured"] == pytest.approx(100 * 170 / 190) and wide_peak["met"] is True
-    assert "85%" in wide_peak["target"] and "1.3x pytorch" in wide_torch["target"]
+    assert wide_peak["measured"] == pytest.approx(100 * 150 / 190) and wide_peak["met"] is True
+    assert tiny_step["measured"] == 3.9 and tiny_step["met"] is True
+    assert "75%" in wide_peak["target"] and "3x pytorch" in wide_torch["target"]
+    assert "100x pytorch" in tiny_torch["target"] and "20x numpy loop" in tiny_loop["target"]
 
 
 def test_flops_count_real_matrix_products(bench) -> None:
-    wide, tiny = bench.workloads(False)
+    wide, tiny, _ = bench.workloads(False)
     # 784-256-128-10 on 60,000 samples: no input gradient for the first layer
     assert wide.flops == 60_000 * (4 * 784 * 256 + 6 * (256 * 128 + 128 * 10))
     assert wide.flops / 1e9 == pytest.approx(60.4, abs=0.05)

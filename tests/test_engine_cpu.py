@@ -196,3 +196,90 @@ def test_batch_sizes_changing_between_epochs_and_larger_than_the_data() -> None:
         want = ref.train_epoch(order, np.full(steps, 0.1), batch)
         assert got == pytest.approx(want, rel=1e-12)
     np.testing.assert_allclose(fast.get_params(), ref.get_params(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+@pytest.mark.parametrize("opt_name", ["adamw", "nesterov"])
+def test_per_layer_update_with_penalties_matches_reference(opt_name: str, clip: float | None
+                                                           ) -> None:
+    """Without clipping each layer is updated inside the backward pass, with clipping after
+    it: both equal the reference's one update of the whole vector, L1, L2 and decay included,
+    on the BLAS path and the loops."""
+    n, n_in, hidden, n_out, batch = BIG
+    spec = make_spec(n_in, hidden, n_out, act="leaky_relu")
+    params = N.init_params(spec, init="he", seed=3, dtype="float64")
+    opt = OptimizerConfig(name=opt_name, lr=0.01, weight_decay=0.05, clip_norm=clip)
+    reg = RegularizationConfig(l1=1e-3, l2=1e-2)
+    X, T = problem("cross_entropy", n=n, n_in=n_in, n_out=n_out, seed=3)
+    fast, ref = CpuEngine(spec, params, opt, reg), NumpyEngine(spec, params, opt, reg)
+    got = train(fast, X, T, epochs=3, batch=batch, lr=opt.lr)
+    want = train(ref, X, T, epochs=3, batch=batch, lr=opt.lr)
+    np.testing.assert_allclose(fast.get_params(), ref.get_params(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("sizes", [BIG, (200, 2, (16, 16), 2, 32)], ids=["blas", "tiny"])
+def test_same_seed_gives_bit_identical_runs(dtype: str, sizes: tuple) -> None:
+    """Two engines of one seed (dropout on) give the same weights, optimizer state and metrics
+    bit for bit, in both dtypes, and a third with another seed does not: run to run
+    reproducibility for a given thread count."""
+    n, n_in, hidden, n_out, batch = sizes
+    spec = make_spec(n_in, hidden, n_out, dropout=0.2)
+    params = N.init_params(spec, init="he", seed=1, dtype=dtype)
+    X, T = problem("cross_entropy", n=n, n_in=n_in, n_out=n_out, seed=1, dtype=dtype)
+    opt, reg = OptimizerConfig(name="adam", lr=0.01), RegularizationConfig(dropout=0.2)
+    runs = []
+    for seed in (5, 5, 6):
+        engine = CpuEngine(spec, params, opt, reg, seed=seed)
+        metrics = train(engine, X, T, epochs=3, batch=batch, lr=opt.lr)
+        runs.append((engine.get_params(), engine.m.copy(), engine.v.copy(), metrics))
+    (p1, m1, v1, metrics1), (p2, m2, v2, metrics2), (p3, _, _, _) = runs
+    assert p1.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_array_equal(m1, m2)
+    np.testing.assert_array_equal(v1, v2)
+    assert metrics1 == metrics2
+    assert not np.array_equal(p1, p3)
+
+
+def test_soft_targets_loss_matches_reference() -> None:
+    """Cross-entropy takes its log once per batch for rows whose targets sum to 1 and per row
+    otherwise: label-smoothed, half-weighted and one-hot rows mixed give the reference's loss
+    and weights."""
+    n, n_in, n_out, batch = 40, 5, 4, 16
+    spec = make_spec(n_in, (12,), n_out, act="tanh")
+    params = N.init_params(spec, init="xavier", seed=0, dtype="float64")
+    X, T = problem("cross_entropy", n=n, n_in=n_in, n_out=n_out, seed=0)
+    T[::3] = 0.9 * T[::3] + 0.1 / n_out  # every third row label-smoothed
+    T[1::3] *= 0.5  # and the next one weighted by a half
+    opt = OptimizerConfig(name="sgd", lr=0.1)
+    fast = CpuEngine(spec, params, opt, RegularizationConfig())
+    ref = NumpyEngine(spec, params, opt, RegularizationConfig())
+    got = train(fast, X, T, epochs=2, batch=batch, lr=0.1)
+    want = train(ref, X, T, epochs=2, batch=batch, lr=0.1)
+    np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-10)
+    np.testing.assert_allclose(fast.get_params(), ref.get_params(), rtol=1e-10, atol=1e-12)
+    assert fast.evaluate(X, T) == pytest.approx(ref.evaluate(X, T), rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "sizes", [(200, 2, (16, 16), 2, 32), (90, 20, (24, 9), 10, 16)], ids=["tiny", "ragged"]
+)
+def test_small_product_loops_match_reference(sizes: tuple) -> None:
+    """Every product below BLAS_MIN_FMAS runs as loops: rank-8 updates (k >= 8, with a
+    ragged rest of k), narrow outputs along the batch, transposed weight gradients; after
+    3 epochs of Adam they agree with the NumPy reference."""
+    n, n_in, hidden, n_out, batch = sizes
+    widths = (n_in, *hidden, n_out)
+    assert max(batch * a * b for a, b in zip(widths, widths[1:])) < K.BLAS_MIN_FMAS
+    spec = make_spec(n_in, hidden, n_out, act="tanh")
+    params = N.init_params(spec, init="xavier", seed=4, dtype="float64")
+    X, T = problem("cross_entropy", n=n, n_in=n_in, n_out=n_out, seed=4)
+    opt = OptimizerConfig(name="adam", lr=0.01)
+    fast = CpuEngine(spec, params, opt, RegularizationConfig())
+    ref = NumpyEngine(spec, params, opt, RegularizationConfig())
+    got = train(fast, X, T, epochs=3, batch=batch, lr=opt.lr)
+    want = train(ref, X, T, epochs=3, batch=batch, lr=opt.lr)
+    np.testing.assert_allclose(fast.get_params(), ref.get_params(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-9)

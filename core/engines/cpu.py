@@ -75,7 +75,8 @@ class CpuEngine(Engine):
             "one_minus_beta1": 1 - dt(o.beta1), "beta2": o.beta2,
             "one_minus_beta2": 1 - dt(o.beta2), "alpha": o.alpha,
             "one_minus_alpha": 1 - dt(o.alpha), "eps": o.eps, "weight_decay": o.weight_decay,
-            "l1": r.l1, "l2": r.l2, "lr": 0.0, "scratch": 0.0,
+            "l1": r.l1, "l2": r.l2, "lr": 0.0, "step": 0.0, "inv_c2": 1.0,
+            "scratch": 0.0,
         }  # fmt: skip
         self.hp = np.array([values[name] for name in K.HP_NAMES], self.dtype)
         self.clip = float(o.clip_norm) if o.clip_norm is not None else 0.0
@@ -94,7 +95,10 @@ class CpuEngine(Engine):
         self.Z, self.H, self.M, self.D = (np.zeros(batch * int(units.sum()), dt) for _ in range(4))
         # ping-pong (batch, units) gradients of the backward pass
         self.G1, self.G2 = (np.zeros(batch * int(self.sizes.max()), dt) for _ in range(2))
-        self.S = np.zeros(int(np.max(self.sizes[:-1] * self.sizes[1:])), dt)  # a (W.T) scratch
+        # transposes of the small-product loops: a W.T, or an (A.T, out.T) of a narrow output
+        widest = int(self.sizes.max())
+        scratch = max(int(np.max(self.sizes[:-1] * self.sizes[1:])), batch * (widest + 8))
+        self.S = np.zeros(scratch, dt)
         self.unit_off = batch * np.concatenate([[0], np.cumsum(units[:-1])]).astype(np.int64)
         self.capacity = batch
 
@@ -138,7 +142,8 @@ class CpuEngine(Engine):
         self._workspace(min(max(self.capacity, 256), n))
         total, correct = K.evaluate(
             self.params, _c(X, self.dtype), _c(T, self.dtype), self.capacity, self.sizes,
-            self.w_off, self.unit_off, self.acts, self.loss_code, self.hp, self.Z, self.H, self.G1,
+            self.w_off, self.unit_off, self.acts, self.keep, self.scale, self.loss_code, self.hp,
+            self.Z, self.H, self.G1, self.S,
         )  # fmt: skip
         acc = correct / n if is_classifier(self.spec.loss, self.spec.n_out) else float("nan")
         return total / n, acc
