@@ -18,7 +18,8 @@ included, as a user runs it), in a fresh study folder. Columns:
                     model, plots)
 
 ``--before REV`` runs the same command on a git worktree of REV (first --trials value only:
-the old code needs ~0.5 s a trial), with the current conf/hparams_search/ copied into it. Results also go to outputs/benchmarks/search.csv.
+the old code needs ~0.5 s a trial), with the current conf/hparams_search/ copied into it and
+its numba cache warmed by an untimed 4-trial search first. Results also go to outputs/benchmarks/search.csv.
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def worktree(rev: str) -> Path:
                    capture_output=True)
     for space in (ROOT / "conf" / "hparams_search").glob("*.yaml"):
         shutil.copy2(space, path / "conf" / "hparams_search" / space.name)
+    # numba caches compiled kernels beside their source: a fresh checkout would compile them
+    # (~10 s a worker) inside its first trials; warm its cache first, untimed
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "search.py", "--trials", "4", "--study", "warm", "--out",
+                        tmp, "--quiet", "--no-plots", "--jobs", "1", "trainer.epochs=1"],
+                       cwd=path, capture_output=True)
     return path
 
 
@@ -102,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     runs = [("now", ROOT, n, args.cv[0]) for n in args.trials]
     runs += [("now", ROOT, args.trials[0], cv) for cv in args.cv[1:]]
-    if args.before:
-        runs.insert(0, (args.before, worktree(args.before), args.trials[0], None))
+    if args.before:  # with the first --cv where that code has the flag (it came with #12)
+        tree = worktree(args.before)
+        has_cv = "--cv" in (tree / "search.py").read_text()
+        runs.insert(0, (args.before, tree, args.trials[0], args.cv[0] if has_cv else None))
     for label, root, n, cv in runs:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"running {label}: {n} trials, cv {cv} ...", file=sys.stderr, flush=True)
