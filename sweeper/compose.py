@@ -70,18 +70,14 @@ class ComposeCache:
 
     def compose(self, overrides: list[str]) -> tuple[Any, ExperimentConfig]:
         """(DictConfig, ExperimentConfig) equal to ``compose_experiment(overrides)``."""
-        split = self._split(list(overrides))
-        if split is None:
+        from omegaconf import OmegaConf
+
+        prepared = self._prepare(overrides)
+        if prepared is None:
             return compose_experiment(overrides)
-        structural, values = split
-        try:
-            base = self._structural(structural)
-        except ConfigError:
-            return compose_experiment(overrides)  # the same error, from the full path
+        base, values = prepared
         cfg = copy.deepcopy(base)
         try:
-            from omegaconf import OmegaConf
-
             for override in values:
                 if OmegaConf.select(cfg, override.key_or_group, default=_MISSING) is _MISSING:
                     raise KeyError(override.key_or_group)
@@ -90,6 +86,43 @@ class ComposeCache:
         except Exception:
             return compose_experiment(overrides)  # exactly the error a full compose gives
 
+    def experiment(self, overrides: list[str]) -> ExperimentConfig:
+        """``compose(overrides)[1]`` without copying the composed config (what a trial needs;
+        saves ~1 ms of its ~4): the values are set on the cached config, read into
+        dataclasses, and the nodes they replaced are put back."""
+        from omegaconf import DictConfig, OmegaConf
+
+        prepared = self._prepare(overrides)
+        if prepared is None:
+            return compose_experiment(overrides)[1]
+        base, values = prepared
+        saved = []  # (parent node, key, a copy of the node the value replaces)
+        try:
+            for override in values:
+                parent_key, _, leaf = override.key_or_group.rpartition(".")
+                parent = OmegaConf.select(base, parent_key) if parent_key else base
+                if not isinstance(parent, DictConfig) or leaf not in parent:
+                    raise KeyError(override.key_or_group)
+                saved.append((parent, leaf, copy.deepcopy(parent._get_node(leaf))))
+                OmegaConf.update(base, override.key_or_group, override.value(), merge=True)
+            return to_experiment(base)
+        except Exception:
+            return compose_experiment(overrides)[1]  # exactly the error a full compose gives
+        finally:
+            for parent, leaf, node in reversed(saved):
+                parent[leaf] = node
+
+    def _prepare(self, overrides: list[str]):
+        """(cached composed config of the structural overrides, parsed value overrides), or
+        None where only the full compose can answer (an unparsable override, an error)."""
+        split = self._split(list(overrides))
+        if split is None:
+            return None
+        structural, values = split
+        try:
+            return self._structural(structural), values
+        except ConfigError:
+            return None
 
     def _structural(self, structural: list[str]):
         """The composed config of these structural overrides (cached): assembled from a

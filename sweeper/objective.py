@@ -79,7 +79,7 @@ class Objective:
         overrides = self.overrides_for(trial)
         run["overrides"] = overrides
         try:
-            _, cfg = self.composer.compose(overrides + ["engine.threads=1"] * self.one_thread)
+            cfg = self.composer.experiment(overrides + ["engine.threads=1"] * self.one_thread)
         except ConfigError as e:
             raise TrialFailed(f"config: {e}") from None
         out = trial_dir(self.study_dir, trial.number)

@@ -279,7 +279,7 @@ class GoalObjective(Objective):
         from core.network import build_spec
 
         try:
-            _, cfg = self.composer.compose(self.overrides_for(trial))
+            cfg = self.composer.experiment(self.overrides_for(trial))
             ds = cached_dataset(cfg.data, cfg.trainer.dtype)
             loss = resolve_loss(cfg.trainer.loss, ds)
             spec = build_spec(cfg.layers, cfg.regularization, n_in=ds.n_features,

@@ -28,8 +28,19 @@ def fields(obj, prefix=""):
     return out
 
 
+def _experiment(cache, overrides):
+    return cache.compose(overrides)[1]
+
+
+def _in_place(cache, overrides):
+    return cache.experiment(overrides)
+
+
+@pytest.mark.parametrize("path", [_experiment, _in_place])
 @pytest.mark.parametrize("space_name", SPACES)
-def test_random_points_of_every_space_equal_a_full_compose(space_name):
+def test_random_points_of_every_space_equal_a_full_compose(space_name, path):
+    """Both fast paths: compose (a copy of the cached config) and experiment (values set on
+    the cached config and put back), the latter also proving nothing leaks between points."""
     space = load_space(space_name, CONF_DIR)
     cache = ComposeCache()
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=len(space_name)))
@@ -40,9 +51,9 @@ def test_random_points_of_every_space_equal_a_full_compose(space_name):
             expected = fields(compose_experiment(overrides)[1])
         except ConfigError as e:
             with pytest.raises(ConfigError, match=str(e)[:40]):
-                cache.compose(overrides)
+                path(cache, overrides)
             continue
-        got = fields(cache.compose(overrides)[1])
+        got = fields(path(cache, overrides))
         assert got == expected
         assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in expected.items()}
 
@@ -116,3 +127,22 @@ def test_local_choices_compose_once_each(monkeypatch):
             overrides = skeleton + [f"optimizer={opt}", f"scheduler={sched}", "optimizer.lr=0.01"]
             assert fields(cache.compose(overrides)[1]) == fields(compose_experiment(overrides)[1])
     assert len(composed) == 2 + 1 + 5 + 4, composed
+
+
+def test_values_set_in_place_are_put_back():
+    """experiment() sets a trial's values on the cached config: the next trial with the same
+    group choices, and compose(), see none of them."""
+    cache = ComposeCache()
+    a = cache.experiment(["optimizer=sgd", "optimizer.lr=0.5", "layers.hidden=[7]",
+                          "regularization.dropout=0.3"])
+    assert (a.optimizer.lr, a.layers.hidden, a.regularization.dropout) == (0.5, [7], 0.3)
+    expected = compose_experiment(["optimizer=sgd"])[1]
+    assert cache.experiment(["optimizer=sgd"]) == expected
+    assert cache.compose(["optimizer=sgd"])[1] == expected
+    # a bad value fails like a full compose and leaves nothing behind either
+    with pytest.raises(ConfigError) as bad:
+        cache.experiment(["optimizer=sgd", "optimizer.lr=0.25", "trainer.batch_size=abc"])
+    with pytest.raises(ConfigError) as full:
+        compose_experiment(["optimizer=sgd", "optimizer.lr=0.25", "trainer.batch_size=abc"])
+    assert str(bad.value) == str(full.value)
+    assert cache.experiment(["optimizer=sgd"]) == expected
