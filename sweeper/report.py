@@ -151,11 +151,7 @@ def write_tables(study, study_dir: Path, plots: bool) -> list[str]:
         return []
     from .plots import plot_study
 
-    # a forked child is a daemon, which may not fork again for params.png
-    import multiprocessing as mp
-
-    fork = not mp.current_process().daemon
-    return [str(p) for p in plot_study(study, trials, epochs, study_dir / "plots", fork=fork)]
+    return [str(p) for p in plot_study(study, trials, epochs, study_dir / "plots")]
 
 
 def _tables(study, study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -207,7 +203,7 @@ def _write_tables_of(contents: tuple, study_dir: Path, plots: bool) -> list[str]
 
 
 class Forked:
-    """``target(*args)`` in a forked daemon process; ``result()`` waits and returns its
+    """``target(*args)`` in a forked process; ``result()`` waits and returns its
     value. Where fork is unavailable, one CPU is free, or the child fails, ``result()``
     runs it here, where an error is raised and seen."""
 
@@ -221,7 +217,9 @@ class Forked:
         if "fork" in mp.get_all_start_methods() and available_cpus() >= 2:
             ctx = mp.get_context("fork")
             self._conn, send = ctx.Pipe(duplex=False)
-            self._child = ctx.Process(target=_send_result, args=(send, target, *args), daemon=True)
+            # not a daemon, so it may fork in turn (plot_study draws params.png, its slowest
+            # plot, in a process of its own); Ctrl-C reaches it with its parent's group
+            self._child = ctx.Process(target=_send_result, args=(send, target, *args))
             self._child.start()
             send.close()  # the child holds its own end
 
