@@ -82,6 +82,7 @@ def _worker(url: str, out: Path, study: str, trials: int, *extra: str) -> subpro
 
 def test_three_workers_one_killed_exact_total(postgres_url, tmp_path):
     import optuna
+    import sqlalchemy.exc
 
     from sweeper.claim import counts
 
@@ -97,7 +98,9 @@ def test_three_workers_one_killed_exact_total(postgres_url, tmp_path):
         time.sleep(0.3)
         try:
             study = optuna.load_study(study_name="pg", storage=postgres_url)
-        except KeyError:
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError):
+            # not created yet, or this poll raced the workers creating the tables (a storage
+            # object creates missing tables; the workers retry, see sweeper.settings)
             continue
         running = [t for t in study.get_trials(deepcopy=False)
                    if t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
