@@ -55,3 +55,20 @@ def running_trials(s: StudySettings, *, poll: float = 0.2, timeout: float = 120)
             running = [t for t in study.get_trials(deepcopy=False)
                        if t.state.name == "RUNNING" and "worker" in t.user_attrs]
     return running
+
+
+def flag_error(tmp_path, monkeypatch, capsys, flags: list[str]) -> str:
+    """search.py's flags parsed in ``tmp_path`` (the cwd, with --out under it), expected to
+    be refused: exit status 2 and one line on stderr, which is returned."""
+    import pytest
+
+    from search import parse_args
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--out", str(tmp_path / "studies"), *flags])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+

@@ -73,14 +73,20 @@ def test_errors_read_exactly_as_a_full_compose(overrides):
     assert str(fast.value) == str(full.value)
 
 
-def test_group_choices_compose_once_and_values_never_leak_between_trials(monkeypatch):
-    composed = []
+@pytest.fixture
+def composed(monkeypatch) -> list[list[str]]:
+    """The overrides of every full Hydra compose the fast path makes, in order."""
+    calls = []
 
     def counting(overrides, **kwargs):
-        composed.append(list(overrides))
+        calls.append(list(overrides))
         return compose_config(overrides, **kwargs)
 
     monkeypatch.setattr(sweeper.compose, "compose_config", counting)
+    return calls
+
+
+def test_group_choices_compose_once_and_values_never_leak_between_trials(composed):
     cache = ComposeCache()
     a = cache.compose(["optimizer=sgd", "optimizer.lr=0.5", "layers.hidden=[7]"])[1]
     b = cache.compose(["optimizer=sgd"])[1]
@@ -109,17 +115,10 @@ def test_combinations_assembled_from_group_nodes_equal_a_full_compose(overrides)
     assert got == fields(compose_experiment(overrides)[1])
 
 
-def test_local_choices_compose_once_each(monkeypatch):
+def test_local_choices_compose_once_each(composed):
     """5 optimizers x 4 schedulers: 12 composes, not 20: the skeleton and a choice per group
     and option, plus, the first time, the plain config and the whole first combination
     (composed while learning that hparams_search=default is not a local choice)."""
-    composed = []
-
-    def counting(overrides, **kwargs):
-        composed.append(tuple(overrides))
-        return compose_config(overrides, **kwargs)
-
-    monkeypatch.setattr(sweeper.compose, "compose_config", counting)
     cache = ComposeCache()
     skeleton = ["hparams_search=default"]
     for opt in ("momentum", "nesterov", "adam", "adamw", "rmsprop"):

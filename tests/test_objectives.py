@@ -24,7 +24,7 @@ from sweeper.objectives import (
     pareto_mask,
 )
 from sweeper.study import run_study
-from tests.studies import FAST, load, settings
+from tests.studies import FAST, flag_error, load, settings
 
 # ---------------------------------------------------------------- parsing
 
@@ -85,14 +85,8 @@ def test_constraints_and_their_violation(text, expected):
     ],
 )
 def test_bad_specs_are_one_line_and_status_2(tmp_path, monkeypatch, capsys, flags, expected):
-    from search import parse_args
-
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as info:
-        parse_args(["--out", str(tmp_path / "studies"), *flags])
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith(expected) and err.count("\n") == 1, err
+    err = flag_error(tmp_path, monkeypatch, capsys, flags)
+    assert err.startswith(expected), err
     assert not (tmp_path / "studies").exists()
 
 

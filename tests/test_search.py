@@ -7,7 +7,7 @@ import os
 import pytest
 
 from core.config import ConfigError
-from tests.studies import search_py, settings
+from tests.studies import flag_error, search_py, settings
 
 
 def test_bad_storage_url_is_one_clear_line(tmp_path):
@@ -71,14 +71,8 @@ MAX_SEED = "0 <= --seed <= 4294967295"  # 2**32 - 1
     ],
 )
 def test_bad_flag_is_one_line_and_status_2(tmp_path, monkeypatch, capsys, flags, expected):
-    from search import parse_args
-
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as info:
-        parse_args(["--out", str(tmp_path / "studies"), *flags])
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith(expected) and err.count("\n") == 1, err
+    err = flag_error(tmp_path, monkeypatch, capsys, flags)
+    assert err.startswith(expected), err
     assert not any(tmp_path.iterdir())  # nothing created
 
 
