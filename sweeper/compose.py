@@ -3,19 +3,20 @@
 A full Hydra compose builds the defaults tree and merges every YAML file, every time. Trials
 differ mostly in values (``optimizer.lr=0.012``), and only a handful of group choices
 (``optimizer=adam``) recur. ``ComposeCache`` composes once per combination of group choices
-(and other structural overrides), then applies the value overrides to a copy exactly as
-Hydra applies command-line overrides after composition (``OmegaConf.update(..., merge=True)``
-on the struct-mode config, so types are checked against the schema on assignment), and
-validates the result with the same ``to_experiment``.
+(and other structural overrides) and keeps that config. A trial's values are set on it
+exactly as Hydra applies command-line overrides after composition (``OmegaConf.update(...,
+merge=True)`` on the struct-mode config, so types are checked against the schema on
+assignment), the result is validated with the same ``to_experiment``, and the nodes the
+values replaced are put back (cheaper than a deep copy of the config per trial).
 
 A full compose costs ~80 ms, and a space of 5 optimizers and 4 schedulers has 20
 combinations per worker. So a combination of group choices is itself assembled from parts
 where that is exact: each *local* choice (``optimizer=adam``, whose composition differs from
 the same overrides without it only under its own ``optimizer`` node) is composed once on
 top of the other structural overrides, and its node is put into a copy of that skeleton: 12
-composes instead of 20 (tests/test_compose.py counts them). A choice that reaches beyond its node (``optimizer=cosine``
-also picks a scheduler; ``hparams_search=default`` is a ``_global_`` file) joins the
-skeleton instead, learned the first time it is seen.
+composes instead of 20 (tests/test_compose.py counts them). A choice that reaches beyond
+its node (``optimizer=cosine`` also picks a scheduler; ``hparams_search=default`` is a
+``_global_`` file) joins the skeleton instead, learned the first time it is seen.
 
 Anything unusual (``+key=``, ``~key``, ``key@pkg=``, a key that is not in the config) and
 any error goes through the full ``compose_experiment``, so errors read exactly as they do
@@ -68,28 +69,10 @@ class ComposeCache:
                     self._groups[text] = key
         return structural, values
 
-    def compose(self, overrides: list[str]) -> tuple[Any, ExperimentConfig]:
-        """(DictConfig, ExperimentConfig) equal to ``compose_experiment(overrides)``."""
-        from omegaconf import OmegaConf
-
-        prepared = self._prepare(overrides)
-        if prepared is None:
-            return compose_experiment(overrides)
-        base, values = prepared
-        cfg = copy.deepcopy(base)
-        try:
-            for override in values:
-                if OmegaConf.select(cfg, override.key_or_group, default=_MISSING) is _MISSING:
-                    raise KeyError(override.key_or_group)
-                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
-            return cfg, to_experiment(cfg)
-        except Exception:
-            return compose_experiment(overrides)  # exactly the error a full compose gives
-
     def experiment(self, overrides: list[str]) -> ExperimentConfig:
-        """``compose(overrides)[1]`` without copying the composed config (what a trial needs;
-        saves ~1 ms of its ~4): the values are set on the cached config, read into
-        dataclasses, and the nodes they replaced are put back."""
+        """The ExperimentConfig equal to ``compose_experiment(overrides)[1]``: the values are
+        set on the cached config, read into dataclasses, and the nodes they replaced put back
+        (a deep copy of the config per trial would cost ~1 ms of its ~4)."""
         from omegaconf import DictConfig, OmegaConf
 
         prepared = self._prepare(overrides)
@@ -166,5 +149,3 @@ def _differs_only_under(a, b, key: str) -> bool:
     ca, cb = (OmegaConf.to_container(c, resolve=False) for c in (a, b))
     return list(ca) == list(cb) and all(ca[k] == cb[k] for k in ca if k != key)
 
-
-_MISSING = object()
