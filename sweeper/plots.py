@@ -218,13 +218,15 @@ def plot_heatmap(study, trials: pd.DataFrame, imp: dict[str, float], path: Path)
     return _save(fig, path)
 
 
-def plot_study(study, trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, *,
-               fork: bool = True) -> list[Path]:
+def plot_study(study, trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> list[Path]:
     """Every study plot. The largest (params.png, ~45 % of the drawing time) is drawn in a
     forked process beside the others where fork is available and a second CPU is free."""
+    from .forked import Forked
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    child = _fork(plot_params, study, trials, out / "params.png") if fork else None
+    _setup()  # import matplotlib and seaborn once, before the fork
+    params = Forked(plot_params, study, trials, out / "params.png")
     imp = importances(study)
     paths = [
         plot_history(study, trials, out / "history.png"),
@@ -232,25 +234,5 @@ def plot_study(study, trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, *,
         plot_importance(study, imp, out / "importance.png"),
         plot_heatmap(study, trials, imp, out / "heatmap.png"),
     ]
-    if child is None:
-        paths.insert(1, plot_params(study, trials, out / "params.png"))
-    else:
-        child.join()
-        if child.exitcode != 0:  # draw it here, where an error is raised and seen
-            paths.insert(1, plot_params(study, trials, out / "params.png"))
-        else:
-            paths.insert(1, out / "params.png")
+    paths.insert(1, params.result())  # waited for last: drawn beside the others
     return [p for p in paths if p is not None]
-
-
-def _fork(target, *args):
-    import multiprocessing as mp
-
-    from .settings import available_cpus
-
-    if "fork" not in mp.get_all_start_methods() or available_cpus() < 2:
-        return None
-    _setup()  # import matplotlib and seaborn once, before the fork
-    proc = mp.get_context("fork").Process(target=target, args=args, daemon=True)
-    proc.start()
-    return proc

@@ -136,6 +136,8 @@ def write_report(study, study_dir: Path, *, plots: bool = True) -> dict:
     study_dir.mkdir(parents=True, exist_ok=True)
     if len(study.directions) > 1:
         return _front_report(study, study_dir, plots)
+    from .forked import Forked
+
     tables = Forked(_write_tables_of, _contents(study), study_dir, plots)
     summary = evaluate_best(study, study_dir) or {}
     drawn = tables.result()
@@ -200,44 +202,3 @@ def _write_tables_of(contents: tuple, study_dir: Path, plots: bool) -> list[str]
         copy.set_user_attr(key, value)
     copy.add_trials(trials)
     return write_tables(copy, study_dir, plots)
-
-
-class Forked:
-    """``target(*args)`` in a forked process; ``result()`` waits and returns its
-    value. Where fork is unavailable, one CPU is free, or the child fails, ``result()``
-    runs it here, where an error is raised and seen."""
-
-    def __init__(self, target, *args) -> None:
-        import multiprocessing as mp
-
-        from .settings import available_cpus
-
-        self._target, self._args = target, args
-        self._child = self._conn = None
-        if "fork" in mp.get_all_start_methods() and available_cpus() >= 2:
-            ctx = mp.get_context("fork")
-            self._conn, send = ctx.Pipe(duplex=False)
-            # not a daemon, so it may fork in turn (plot_study draws params.png, its slowest
-            # plot, in a process of its own); Ctrl-C reaches it with its parent's group
-            self._child = ctx.Process(target=_send_result, args=(send, target, *args))
-            self._child.start()
-            send.close()  # the child holds its own end
-
-    def result(self):
-        if self._child is not None:
-            try:
-                value = self._conn.recv()
-            except EOFError:  # the child died before sending
-                value = _FAILED
-            self._child.join()
-            if self._child.exitcode == 0 and value is not _FAILED:
-                return value
-        return self._target(*self._args)
-
-
-_FAILED = object()
-
-
-def _send_result(conn, target, *args) -> None:
-    conn.send(target(*args))
-    conn.close()
