@@ -19,7 +19,8 @@ included, as a user runs it), in a fresh study folder. Columns:
 
 ``--before REV`` runs the same command on a git worktree of REV (first --trials value only:
 the old code needs ~0.5 s a trial), with the current conf/hparams_search/ copied into it and
-its numba cache warmed by an untimed 4-trial search first. Results also go to outputs/benchmarks/search.csv.
+its numba cache warmed by an untimed 4-trial search first. Results also go to
+outputs/benchmarks/search.csv.
 """
 
 from __future__ import annotations

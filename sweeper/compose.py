@@ -57,16 +57,17 @@ class ComposeCache:
                 if len(self._parsed) < 10_000:
                     self._parsed[text] = override
             key = override.key_or_group
-            plain = not (override.is_add() or override.is_force_add() or override.is_delete())
-            # a dotted key is a value (a group choice has no dot: optimizer=adam, hydra/x=y)
-            if (plain and override.package is None and "." in key and "/" not in key
-                    and not key.startswith("hydra.") and not override.is_sweep_override()):
+            # key=value: no +, ++ or ~, no @package, no sweep, not a nested group (hydra/x=y)
+            simple = (not (override.is_add() or override.is_force_add() or override.is_delete())
+                      and override.package is None and "/" not in key
+                      and not override.is_sweep_override())
+            # a dotted key is a value (a group choice has no dot: optimizer=adam)
+            if simple and "." in key and not key.startswith("hydra."):
                 values.append(override)
             else:
                 structural.append(text)
-                if (plain and override.package is None and "." not in key and "/" not in key
-                        and not override.is_sweep_override() and isinstance(override.value(), str)):
-                    self._groups[text] = key
+                if simple and "." not in key and isinstance(override.value(), str):
+                    self._groups[text] = key  # a group choice, maybe a local one
         return structural, values
 
     def experiment(self, overrides: list[str]) -> ExperimentConfig:
