@@ -20,7 +20,7 @@ from pathlib import Path
 
 from app.terminal import OneLineParser
 from core.config import SEED_MAX, ConfigError, check_range
-from sweeper.settings import AUTO_CV_MAX_SAMPLES, AUTO_FOLDS, PRUNERS, SAMPLERS
+from sweeper.settings import AUTO_CV_MAX_SAMPLES, AUTO_FINALISTS, AUTO_FOLDS, MAX_FINALISTS, PRUNERS, SAMPLERS
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a folder name under --out
 JOBS_PER_CORE = 4  # more worker processes than this only thrash (each trains and imports numba)
@@ -50,8 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="sampler seed (each worker session derives its own)")
     p.add_argument("--cv", type=cv_arg, default=None,
                    help="folds per trial: K >= 2 cross-validates train+val, 1 is the hold-out "
-                        "validation split, auto (default: the space's cv, else auto) picks "
-                        f"{AUTO_FOLDS} folds when train+val has <= {AUTO_CV_MAX_SAMPLES:,} samples")
+                        "validation split, auto (default: the space's cv, else auto): hold-out "
+                        f"trials and {AUTO_FINALISTS} finalists when train+val has <= "
+                        f"{AUTO_CV_MAX_SAMPLES:,} samples ({AUTO_FOLDS}-fold trials with several "
+                        "objectives)")
+    p.add_argument("--finalists", type=finalists_arg, default="auto",
+                   help="the N best hold-out trials are trained again with --finalist-folds "
+                        "folds and the pick is the best fold mean (0: none); auto: "
+                        f"{AUTO_FINALISTS} under --cv auto on small data, else 0")
+    p.add_argument("--finalist-folds", type=int, default=AUTO_FOLDS,
+                   help="folds of each finalist, 2..20")
     p.add_argument("--metric", default=None,
                    help="objective: val_accuracy | val_loss (default: the space's), or several "
                         "with directions: val_accuracy:max,n_params:min (also train_seconds, "
@@ -121,6 +129,20 @@ def jobs_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: auto or a whole number") from None
 
 
+def finalists_arg(text: str) -> int | str:
+    """--finalists: auto or a whole number 0..MAX_FINALISTS."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_FINALISTS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not allowed; allowed: auto or a whole number 0..{MAX_FINALISTS:,}")
+    return value
+
+
 def cv_arg(text: str) -> int | str:
     """--cv: auto or a whole number of folds 1..20."""
     if text == "auto":
@@ -136,7 +158,7 @@ def cv_arg(text: str) -> int | str:
 
 def settings_from_args(args: argparse.Namespace):
     from app.compose import CONF_DIR, compose_experiment
-    from sweeper.settings import StudySettings, auto_folds
+    from sweeper.settings import StudySettings, plan_cv
     from sweeper.space import load_space
 
     space = load_space(args.space, CONF_DIR)
@@ -159,11 +181,13 @@ def settings_from_args(args: argparse.Namespace):
         allow_changes=args.allow_changes,
         goals=goals,
         constraints=constraints,
+        finalist_folds=args.finalist_folds,
     )
     check_space(settings, compose_experiment)
     cv = args.cv if args.cv is not None else (space.cv if space.cv is not None else "auto")
-    settings.cv = auto_folds(compose_experiment(space.overrides + list(args.overrides))[1]) if cv == "auto" else cv
-    settings.__post_init__()  # checks cv
+    cfg = compose_experiment(space.overrides + list(args.overrides))[1]
+    settings.cv, settings.finalists = plan_cv(cv, args.finalists, cfg, len(goals))
+    settings.__post_init__()  # checks cv and finalists
     return settings
 
 
@@ -218,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         settings = settings_from_args(args)
+        from sweeper.finalists import run_finalists
         from sweeper.report import write_report
         from sweeper.storage import describe_storage
         from sweeper.study import run_study
@@ -225,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"study {settings.name!r}: {settings.trials} trials, space {settings.space.source}, "
               f"storage {describe_storage(settings.storage, settings.dir)}", file=sys.stderr)
         study = run_study(settings, progress=not args.quiet)
+        run_finalists(settings, study, progress=not args.quiet)
         summary = write_report(study, settings.dir, plots=not args.no_plots)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -244,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     elif summary.get("best_trial") is None:
         print("no trial completed; see trials.csv for the fail reasons", file=sys.stderr)
     else:
-        how = f"{settings.cv}-fold CV mean" if settings.cv > 1 else "validation split"
-        print(f"best trial #{summary['best_trial']}: {settings.metric} = {summary['value']:.4f} ({how})")
+        print(f"best trial #{summary['best_trial']}: {settings.metric} = {summary['value']:.4f} "
+              f"({_how(summary)})")
         print("params: " + json.dumps(summary["params"], default=str))
         print(f"train it again: {summary['run_command']}")
         base = summary.get("baseline") or {}
@@ -254,6 +280,15 @@ def main(argv: list[str] | None = None) -> int:
     where = "pareto/" if "pareto" in summary else "best/"
     print(f"results: {settings.dir}/ (trials.csv, epochs.csv, plots/, {where}, summary.json)")
     return 0
+
+
+def _how(summary: dict) -> str:
+    """What the pick's value is: '5-fold CV mean', or that of a finalist, or 'validation split'."""
+    folds = summary.get("cv_folds", 1)
+    if summary.get("finalists"):
+        return (f"{folds}-fold CV mean, best of {summary['finalists']} finalists; validation "
+                f"split {summary['holdout_value']:.4f}")
+    return f"{folds}-fold CV mean" if folds > 1 else "validation split"
 
 
 def _n_test(summary: dict):

@@ -31,6 +31,7 @@ FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 STALE_REASON = "stale"  # fail_reason prefix of a trial failed because its worker died
 N_STALE = "n_stale"  # study user attr: how many FAIL trials are STALE
 SESSIONS = "sessions"  # study user attr: worker sessions started so far
+OWN_ATTRS = ("worker", "heartbeat", "run", "retry_of")  # a trial's run's own, not its retry's
 log = logging.getLogger("nnsweep.study")
 
 
@@ -172,7 +173,8 @@ class Claimer:
             return False
         if ok:
             self.study.set_user_attr(N_STALE, self.n_stale() + 1)
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            kept = {k: v for k, v in trial.user_attrs.items() if k not in OWN_ATTRS}  # source_trial
+            self.study.enqueue_trial(trial.params, user_attrs={**kept, "retry_of": trial.number})
         return bool(ok)
 
     def recover_stale(self) -> list[int]:

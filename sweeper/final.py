@@ -32,22 +32,26 @@ def wilson(correct: float, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def ranking_key(trial, direction) -> tuple | None:
+    """The sort key of a COMPLETE trial, smaller is better: its value (signed by the
+    study's ``direction``), then the lower validation loss, then the earlier trial. None
+    for a trial that is infeasible under --constraint."""
+    if any(v > 0 for v in trial.constraints.values()):
+        return None
+    loss = trial_info(trial).get("val_loss")
+    loss = float("inf") if loss is None or not math.isfinite(loss) else loss
+    sign = -1.0 if direction.name == "MAXIMIZE" else 1.0
+    return (sign * trial.value, loss, trial.number)
+
+
 def select_best(study):
-    """The best COMPLETE (and feasible) trial: best value, then the lowest validation loss,
-    then the earliest. None when no trial completed."""
+    """The best COMPLETE (and feasible) trial by ranking_key; None when no trial completed."""
     from optuna.trial import TrialState
 
-    sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
-    best, best_key = None, None
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if any(v > 0 for v in t.constraints.values()):  # infeasible under --constraint
-            continue
-        loss = trial_info(t).get("val_loss")
-        loss = float("inf") if loss is None or not math.isfinite(loss) else loss
-        key = (sign * t.value, loss, t.number)
-        if best_key is None or key < best_key:
-            best, best_key = t, key
-    return best
+    keyed = [(ranking_key(t, study.direction), t)
+             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    keyed = [(k, t) for k, t in keyed if k is not None]
+    return min(keyed, key=lambda kt: kt[0])[1] if keyed else None
 
 
 def train_final(overrides: list[str], cv: int, out: Path) -> None:

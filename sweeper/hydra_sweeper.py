@@ -65,7 +65,7 @@ class HydraStudy:
         import os
 
         from .objectives import Goal, parse_constraints, parse_goals
-        from .settings import StudySettings, auto_folds
+        from .settings import StudySettings, plan_cv
         from .space import SPACES_GROUP, parse_space
 
         c = self.conf
@@ -94,12 +94,12 @@ class HydraStudy:
             allow_changes=bool(c.get("allow_changes", False)), goals=goals,
             constraints=parse_constraints(c.get("constraints"), "hydra.sweeper.constraints"),
         )
-        cv = c.get("cv", "auto")
-        if cv == "auto":
-            from app.compose import compose_experiment
+        from app.compose import compose_experiment
 
-            cv = auto_folds(compose_experiment(space.overrides + fixed)[1])
-        settings.cv = cv
+        cfg = compose_experiment(space.overrides + fixed)[1]
+        settings.finalist_folds = int(c.get("finalist_folds", settings.finalist_folds))
+        settings.cv, settings.finalists = plan_cv(c.get("cv", "auto"), c.get("finalists", "auto"),
+                                                  cfg, len(goals))
         settings.__post_init__()
         return settings
 
@@ -147,6 +147,9 @@ class HydraStudy:
             job_idx += len(jobs)
             for trial, ret in zip(batch, returns):
                 self.tell(claimer, trial, ret, settings.metric)
+        from .finalists import run_finalists
+
+        run_finalists(settings, study, progress=False)  # trained here, not as Hydra jobs
         summary = write_report(study, settings.dir, plots=bool(self.conf.get("plots", True)))
         best = summary.get("best_trial")
         if "pareto" in summary:

@@ -6,8 +6,8 @@ import sys
 
 
 class StudyProgress:
-    def __init__(self, target: int, *, enabled: bool = True) -> None:
-        self.target, self.enabled = target, enabled
+    def __init__(self, target: int, *, enabled: bool = True, label: str = "trials") -> None:
+        self.target, self.enabled, self.label = target, enabled, label
         self.bar = None
 
     def update(self, counts: dict[str, int], best: float | None) -> None:
@@ -21,7 +21,7 @@ class StudyProgress:
 
             # initial=done: a resumed study's ETA comes from this session's pace only
             self.bar = tqdm(total=self.target, initial=min(done, self.target), unit="trial",
-                            file=sys.stderr, dynamic_ncols=True, desc="trials")
+                            file=sys.stderr, dynamic_ncols=True, desc=self.label)
         self.bar.set_postfix_str(
             f"best={best:.4g} complete={c['COMPLETE']} pruned={c['PRUNED']} fail={c['FAIL']} "
             f"running={c['RUNNING']}" if best is not None else f"running={c['RUNNING']}",

@@ -77,28 +77,33 @@ def epochs_frame(study) -> pd.DataFrame:
 
 def evaluate_best(study, study_dir: Path, *, with_baseline: bool = True) -> dict | None:
     """Select the best trial, put its final model in best/ and evaluate it once on the test
-    split, next to the baseline (sweeper.final)."""
+    split, next to the baseline (sweeper.final). With finalists (sweeper.finalists) the
+    pick is the best finalist, its model the fold ensemble, the baseline trained with the
+    same folds."""
     from .final import baseline, final_model, select_best
 
     best = select_best(study)
     if best is None:
         return None
-    info = trial_info(best)
     cv = int(study.user_attrs.get("cv", 1))
+    chosen, extra = best, {"selection": "best value among complete trials, ties to the lower val_loss"}
+    if study.user_attrs.get("finalists"):
+        chosen, best, cv, extra = _finalist_pick(study, best, cv)
+    info = trial_info(chosen)
     summary = {
         "study": study.study_name,
         "best_trial": best.number,
         "direction": study.direction.name.lower(),
         "metric": study.user_attrs.get("metric"),
-        "value": best.value,
+        "value": chosen.value,
         "cv_folds": cv,
-        "selection": "best value among complete trials, ties to the lower val_loss",
+        **extra,
         "params": best.params,
         "overrides": info.get("overrides"),
         "best_epoch": info.get("best_epoch"),
         "val_loss": info.get("val_loss"),
         "val_accuracy": info.get("val_accuracy"),
-        **final_model(best, study_dir, cv),
+        **final_model(chosen, study_dir, cv),
     }
     summary["run_command"] = write_config(info.get("overrides") or [], study_dir / "best")
     defaults = study.user_attrs.get("baseline_overrides")
@@ -108,6 +113,32 @@ def evaluate_best(study, study_dir: Path, *, with_baseline: bool = True) -> dict
     (study_dir / "best" / "test_metrics.json").write_text(text)
     (study_dir / "summary.json").write_text(text)
     return summary
+
+
+def _finalist_pick(study, best, cv: int):
+    """(chosen trial, its source trial in ``study``, folds, summary keys) for a study with
+    finalists: the best finalist, or the hold-out pick with a note when none completed."""
+    from .finalists import SOURCE, load_finalists
+    from .final import select_best
+
+    n, folds = int(study.user_attrs["finalists"]), int(study.user_attrs["finalist_folds"])
+    fstudy = load_finalists(study)
+    pick = select_best(fstudy) if fstudy is not None else None
+    if pick is None:
+        return best, best, cv, {
+            "selection": "best value among complete trials, ties to the lower val_loss",
+            "note": f"no finalist completed yet ({n} asked): the pick is the best hold-out trial; "
+                    "run the same command to train the finalists"}
+    source = {t.number: t for t in study.get_trials(deepcopy=False)}[pick.user_attrs[SOURCE]]
+    done = sum(t.state.name == "COMPLETE" for t in fstudy.get_trials(deepcopy=False))
+    return pick, source, folds, {
+        "selection": f"the {n} best trials on the validation split (ties to the lower val_loss) "
+                     f"trained again with {folds}-fold CV: the best fold mean, ties to the "
+                     "lower val_loss",
+        "finalists": done,
+        "finalist_trial": pick.number,
+        "holdout_value": source.value,
+    }
 
 
 def write_config(overrides: list[str], out: Path) -> str:
@@ -146,9 +177,11 @@ def write_report(study, study_dir: Path, *, plots: bool = True) -> dict:
     return summary
 
 
-def write_tables(study, study_dir: Path, plots: bool) -> list[str]:
-    """trials.csv, epochs.csv and (with ``plots``) plots/*.png; returns the plots' paths."""
-    trials, epochs = _tables(study, study_dir)
+def write_tables(study, study_dir: Path, plots: bool, finalists: dict | None = None) -> list[str]:
+    """trials.csv, epochs.csv and (with ``plots``) plots/*.png; returns the plots' paths.
+    ``finalists`` (sweeper.finalists.finalist_values; default: read from the storage) fills
+    trials.csv's ``finalist_value`` column."""
+    trials, epochs = _tables(study, study_dir, finalists)
     if not plots:
         return []
     from .plots import plot_study
@@ -156,10 +189,15 @@ def write_tables(study, study_dir: Path, plots: bool) -> list[str]:
     return [str(p) for p in plot_study(study, trials, epochs, study_dir / "plots")]
 
 
-def _tables(study, study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(study, study_dir: Path, finalists: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """trials.csv and epochs.csv, written and returned."""
+    from .finalists import finalist_values
+
     trials = trials_frame(study)
     epochs = epochs_frame(study)
+    finalists = finalist_values(study) if finalists is None else finalists
+    if finalists:  # the K-fold mean of the trials trained again as finalists
+        trials["finalist_value"] = trials["number"].map(finalists)
     several, constrained = len(study.directions) > 1, bool(study.user_attrs.get("constraints"))
     if several or constrained:  # sweeper.pareto: objective, feasible and pareto columns
         from .pareto import goal_epochs, goal_frame
@@ -188,17 +226,20 @@ def _front_report(study, study_dir: Path, plots: bool) -> dict:
 def _contents(study) -> tuple:
     """What the tables and plots read of a study, read here: a forked child must not use
     the parent's storage (a database connection shared across fork corrupts both sides)."""
-    return study.study_name, study.directions, study.user_attrs, study.get_trials(deepcopy=False)
+    from .finalists import finalist_values
+
+    return (study.study_name, study.directions, study.user_attrs, study.get_trials(deepcopy=False),
+            finalist_values(study))
 
 
 def _write_tables_of(contents: tuple, study_dir: Path, plots: bool) -> list[str]:
     """write_tables on an in-memory copy of the study (see _contents)."""
     import optuna
 
-    name, directions, attrs, trials = contents
+    name, directions, attrs, trials, finalists = contents
     copy = optuna.create_study(storage=optuna.storages.InMemoryStorage(), study_name=name,
                                directions=directions)
     for key, value in attrs.items():
         copy.set_user_attr(key, value)
     copy.add_trials(trials)
-    return write_tables(copy, study_dir, plots)
+    return write_tables(copy, study_dir, plots, finalists)

@@ -180,14 +180,15 @@ def _spawn(settings: StudySettings, n: int) -> list:
     return procs
 
 
-def run_study(settings: StudySettings, *, progress: bool = True):
-    """Create (once) or resume the study, run ``jobs`` workers, return the study."""
+def run_study(settings: StudySettings, *, progress: bool = True, label: str = "trials"):
+    """Create (once) or resume the study, run ``jobs`` workers, return the study.
+    ``label`` names the progress bar."""
     from .progress import StudyProgress
 
     study, _ = create_study(settings)  # created here, once, before any worker starts
     check_resume(study, settings)
     record_settings(study, settings)
-    bar = StudyProgress(settings.trials, enabled=progress)
+    bar = StudyProgress(settings.trials, enabled=progress, label=label)
 
     def update(study) -> None:
         if bar.enabled:

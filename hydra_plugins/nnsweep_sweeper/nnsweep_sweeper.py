@@ -30,7 +30,9 @@ class NnsweepSweeperConf:
     direction: Optional[str] = None  # one metric only; default: maximize for accuracy, else minimize
     constraints: List[str] = field(default_factory=list)  # e.g. [n_params<=20000]
     seed: int = 0
-    cv: Any = "auto"  # folds per trial: auto | 1 (hold-out) | K
+    cv: Any = "auto"  # folds per trial: auto (hold-out + finalists on small data) | 1 (hold-out) | K
+    finalists: Any = "auto"  # best hold-out trials trained again with finalist_folds folds: auto | N
+    finalist_folds: int = 5
     timeout: Optional[float] = None  # seconds after which no new trial starts
     allow_changes: bool = False  # resume although the space, metric, overrides or cv changed
     plots: bool = True
