@@ -20,7 +20,14 @@ from pathlib import Path
 
 from app.terminal import OneLineParser
 from core.config import SEED_MAX, ConfigError, check_range
-from sweeper.settings import AUTO_CV_MAX_SAMPLES, AUTO_FINALISTS, AUTO_FOLDS, MAX_FINALISTS, PRUNERS, SAMPLERS
+from sweeper.settings import (
+    AUTO_CV_MAX_SAMPLES,
+    AUTO_FINALISTS,
+    AUTO_FOLDS,
+    MAX_FINALISTS,
+    PRUNERS,
+    SAMPLERS,
+)
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a folder name under --out
 JOBS_PER_CORE = 4  # more worker processes than this only thrash (each trains and imports numba)

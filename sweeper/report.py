@@ -118,8 +118,8 @@ def evaluate_best(study, study_dir: Path, *, with_baseline: bool = True) -> dict
 def _finalist_pick(study, best, cv: int):
     """(chosen trial, its source trial in ``study``, folds, summary keys) for a study with
     finalists: the best finalist, or the hold-out pick with a note when none completed."""
-    from .finalists import SOURCE, load_finalists
     from .final import select_best
+    from .finalists import SOURCE, load_finalists
 
     n, folds = int(study.user_attrs["finalists"]), int(study.user_attrs["finalist_folds"])
     fstudy = load_finalists(study)

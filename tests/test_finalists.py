@@ -176,6 +176,6 @@ def test_bad_finalist_settings_exit_2(tmp_path, monkeypatch, capsys, flags, expe
 
 
 def test_finalists_of_a_study_are_listed_once(searched):
-    s, study, _, _ = searched
+    study = searched[1]
     names = [x.study_name for x in optuna.get_all_study_summaries(study._storage)]
     assert sorted(names) == ["s", "s.cv3"]
