@@ -8,7 +8,9 @@ Each row is one `python search.py --trials N` on digits with the default space (
 included, as a user runs it), in a fresh study folder. Columns:
   wall s            the whole command, process start to exit
   trials/s          trials / wall
-  train s           sum of the trials' train_seconds (the training loop, all workers)
+  finalists         trials trained again with K folds after the search (--cv auto)
+  train s           sum of the trials' and finalists' train_seconds (the training loop, all
+                    workers)
   overhead ms/trial (wall x workers - train) / trials: everything that is not training
                     (start-up, sampler, storage, composition, files, report and plots)
   median trial ms   median over trials of (trial wall - train_seconds): one trial's own
@@ -26,6 +28,7 @@ outputs/benchmarks/search.csv.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -58,10 +61,13 @@ def measure(study_dir: Path, trials: int, wall: float) -> dict:
     t = pd.read_csv(study_dir / "trials.csv")
     journal = study_dir / "journal.log"
     workers = t["worker"].nunique()
-    train = float(t["train_seconds"].fillna(0).sum())
+    # finalists (sweeper.finalists, --cv auto): their K-fold training counts as training
+    finals = [json.loads(p.read_text()) for p in study_dir.glob("finalists/trials/*/summary.json")]
+    train = float(t["train_seconds"].fillna(0).sum()) + sum(f["train_seconds"] for f in finals)
     lines = sum(1 for _ in open(journal, "rb"))
     return {
         "trials": len(t),
+        "finalists": len(finals),
         "workers": workers,
         "trials/s": len(t) / wall,
         "train s": train,

@@ -179,3 +179,16 @@ def test_finalists_of_a_study_are_listed_once(searched):
     study = searched[1]
     names = [x.study_name for x in optuna.get_all_study_summaries(study._storage)]
     assert sorted(names) == ["s", "s.cv3"]
+
+
+def test_search_py_prints_the_finalists_pick(tmp_path):
+    from tests.studies import FAST, search_py
+
+    proc = search_py(tmp_path, "--space", "quick", "--trials", "6", "--jobs", "1",
+                     "--finalists", "2", "--finalist-folds", "2", *FAST)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    summary = json.loads((tmp_path / "quick" / "summary.json").read_text())
+    assert (f"val_accuracy = {summary['value']:.4f} (2-fold CV mean, best of 2 finalists; "
+            f"validation split {summary['holdout_value']:.4f})") in out
+    assert "[ensemble of 2 fold models, n=" in out
