@@ -22,8 +22,9 @@ SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid", "nsga2")
 MULTI_SAMPLERS = ("tpe", "nsga2", "random", "qmc", "grid")
 MULTI_PRUNERS = ("none", "median", "percentile")
 PRUNERS = ("none", "median", "percentile", "hyperband", "halving")
-# --cv auto: K-fold trials where a validation split is too small to tell configurations
-# apart (README, "Cross-validated trials"); beyond it the hold-out split is large enough
+# --cv auto: cross-validated selection where a validation split is too small to tell
+# configurations apart (README, "Cross-validated selection"); beyond it the hold-out split
+# is large enough
 AUTO_FOLDS = 5
 AUTO_CV_MAX_SAMPLES = 5_000
 # --finalists auto: hold-out trials, then the best ones trained again with AUTO_FOLDS folds
