@@ -114,6 +114,28 @@ def test_dropout_masks_and_gradient(act: str) -> None:
     assert loss == pytest.approx(ref_loss, rel=1e-10)
 
 
+def test_dropout_masks_look_like_independent_coin_flips() -> None:
+    """The kernel's counter-based generator against the binomial law: each unit's dropped
+    fraction over 2,048 rows scatters as a binomial's, neighbouring units and rows are
+    uncorrelated, and the next epoch draws other masks."""
+    p, n, units = 0.3, 2048, 64
+    spec = make_spec(5, (units,), 2, dropout=p)
+    X, T = problem("cross_entropy", n=n, n_in=5, n_out=2, seed=0)
+    engine = CpuEngine(spec, N.init_params(spec, seed=0, dtype="float32"),
+                       OptimizerConfig(name="sgd", lr=0.01), RegularizationConfig(), seed=11)
+    masks = []
+    for _ in range(2):
+        train(engine, X, T, epochs=1, batch=n, lr=0.01)
+        masks.append(engine.M[: n * units].reshape(n, units) == 0)
+    dropped = masks[0]
+    sd = np.sqrt(p * (1 - p) / n)
+    z = (dropped.mean(axis=0) - p) / sd  # per unit: ~N(0, 1) under the binomial law
+    assert abs(z.mean()) < 4 / np.sqrt(units) and 0.6 < z.std() < 1.4
+    for a, b in ((dropped[:, :-1], dropped[:, 1:]), (dropped[:-1], dropped[1:])):
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.02
+    assert np.mean(masks[0] != masks[1]) == pytest.approx(2 * p * (1 - p), abs=0.01)
+
+
 def test_dropout_stream_is_per_engine() -> None:
     """Two engines of one seed give the same run even when a third one trains in between."""
     spec = make_spec(4, (16,), 3, dropout=0.5)

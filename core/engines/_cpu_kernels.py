@@ -254,14 +254,41 @@ def activation_backward(
                 da[s, j] = da[s, j] * (one - h[s, j] * h[s, j])
 
 
+# Dropout's generator: SplitMix64 of (the epoch's key + element counter x golden ratio), one
+# 64-bit hash per mask element, counter-based so the loop has no carried state and
+# vectorises (0.4 ns an element against 8.5 ns for np.random.random() in the loop, which
+# cost a digits epoch of a 499-unit layer ~5 ms of its ~20).
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX1, MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+S27, S30, S31, S32 = np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
+TWO32 = 4294967296.0
+
+
+@njit(cache=True, error_model="numpy", inline=INLINE)
+def mix64(z: np.uint64) -> np.uint64:
+    """SplitMix64's finaliser: a bijection of 64-bit words whose output bits look random."""
+    z = (z ^ (z >> S30)) * MIX1
+    z = (z ^ (z >> S27)) * MIX2
+    return z ^ (z >> S31)
+
+
 @njit(cache=True, error_model="numpy")
-def dropout(h: np.ndarray, mask: np.ndarray, out: np.ndarray, keep: float, scale: float) -> None:
-    """Inverted dropout: mask = (u < keep) / keep with numba's generator; out = h * mask."""
+def dropout(h: np.ndarray, mask: np.ndarray, out: np.ndarray, keep: float, scale: float,
+            R: np.ndarray) -> None:
+    """Inverted dropout: mask = (u < keep) / keep, out = h * mask. u is the top 32 bits of
+    mix64(R[0] + (R[1] + element index) * GOLDEN); R[1] (uint64) advances by the elements
+    drawn, so every element of an epoch gets its own counter."""
     zero = scale - scale
+    threshold = np.uint64(keep * TWO32)
+    key, counter = R[0], R[1]
+    n = h.shape[1]
     for s in range(h.shape[0]):
-        for j in range(h.shape[1]):
-            mask[s, j] = scale if np.random.random() < keep else zero
+        row = counter + np.uint64(s * n)
+        for j in range(n):
+            u = mix64(key + (row + np.uint64(j)) * GOLDEN) >> S32
+            mask[s, j] = scale if u < threshold else zero
             out[s, j] = h[s, j] * mask[s, j]
+    R[1] = counter + np.uint64(h.shape[0] * n)
 
 
 # ---------------------------------------------------------------- losses on logits
@@ -468,10 +495,11 @@ def forward(
     params: np.ndarray, x: np.ndarray, sizes: np.ndarray, w_off: np.ndarray,
     unit_off: np.ndarray, acts: np.ndarray, keep: np.ndarray, scale: np.ndarray,
     hp: np.ndarray, Z: np.ndarray, H: np.ndarray, M: np.ndarray, D: np.ndarray,
-    S: np.ndarray, train: bool,
+    S: np.ndarray, train: bool, R: np.ndarray,
 ) -> np.ndarray:
     """Forward pass of x (bs, n_in): z = a @ W + b per layer into Z; hidden layers
-    h = f(z) into H, then with ``train`` d = h * mask into D under dropout (masks into M).
+    h = f(z) into H, then with ``train`` d = h * mask into D under dropout (masks into M,
+    drawn with dropout's generator state R).
     Returns the logits, a (bs, n_out) view of Z."""
     n_layers = w_off.shape[0]
     bs = x.shape[0]
@@ -490,7 +518,7 @@ def forward(
         a = h
         if train and keep[layer] < 1.0:
             d = view(D, unit_off[layer], bs, k_out)
-            dropout(h, view(M, unit_off[layer], bs, k_out), d, keep[layer], scale[layer])
+            dropout(h, view(M, unit_off[layer], bs, k_out), d, keep[layer], scale[layer], R)
             a = d
     return view(Z, unit_off[n_layers - 1], bs, sizes[n_layers])
 
@@ -525,8 +553,8 @@ def train_epoch(
     n_layers = w_off.shape[0]
     n = order.shape[0]
     one, slope = hp[ONE], hp[SLOPE]
-    if seed >= 0:  # dropout on: seeds numba's own generator for this epoch
-        np.random.seed(seed)
+    R = np.empty(2, np.uint64)  # dropout's generator: the epoch's key, the element counter
+    R[0], R[1] = mix64(np.uint64(max(seed, 0))), 0
     total_loss = 0.0
     correct = 0
     n_in0, n_out = sizes[0], sizes[n_layers]
@@ -538,7 +566,7 @@ def train_epoch(
         tb = view(Tb, 0, bs, n_out)
         gather(T, order, start, bs, tb)
         logits = forward(params, xb, sizes, w_off, unit_off, acts, keep, scale, hp, Z, H, M,
-                         D, S, True)  # fmt: skip
+                         D, S, True, R)  # fmt: skip
 
         # loss on the logits and its gradient, into G1
         dz = view(G1, 0, bs, n_out)
@@ -605,10 +633,11 @@ def evaluate(
     n_out = sizes[w_off.shape[0]]
     total_loss = 0.0
     correct = 0
+    R = np.zeros(2, np.uint64)  # no dropout here: never drawn from
     for start in range(0, X.shape[0], batch):
         bs = min(batch, X.shape[0] - start)
         logits = forward(params, X[start : start + bs], sizes, w_off, unit_off, acts, keep,
-                         scale, hp, Z, H, Z, Z, S, False)  # fmt: skip
+                         scale, hp, Z, H, Z, Z, S, False, R)  # fmt: skip
         loss_sum, hits = loss_and_grad(loss_code, logits, T[start : start + bs],
                                        view(G1, 0, bs, n_out), hp)  # fmt: skip
         total_loss += loss_sum

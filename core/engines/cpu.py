@@ -7,10 +7,11 @@ BLAS for big layers, plain loops for tiny ones), applies L1/L2, clipping and the
 update for every minibatch with no allocation per step. Float64 training matches the NumPy
 reference engine to rounding.
 
-Dropout masks come from numba's own generator, reseeded at the start of every epoch from
-(engine seed, epoch number): the same seed gives the same run, independently of other engines
-in the process, but the masks differ from the NumPy engine's (another generator), so only
-dropout-free runs agree weight for weight with the reference.
+Dropout masks come from a counter-based generator in the kernel (SplitMix64 of a key and
+an element counter), keyed at the start of every epoch from (engine seed, epoch number):
+the same seed gives the same run, independently of other engines in the process, but the
+masks differ from the NumPy engine's (another generator), so only dropout-free runs agree
+weight for weight with the reference.
 
 The first use per dtype compiles the kernel (a few seconds) and caches it on disk
 (``cache=True``); later processes load it in a fraction of a second.
