@@ -4,7 +4,7 @@
     python scripts/bench_search.py --trials 200 --before 94f10aa   # + the code of another commit
     python scripts/bench_search.py --trials 1000 --sampler random  # without TPE's own cost
 
-Each row is one `python search.py --trials N` on digits with the default space (plots
+Each row is one `python search.py --trials N` on digits with the default space or --space (plots
 included, as a user runs it), in a fresh study folder. Columns:
   wall s            the whole command, process start to exit
   trials/s          trials / wall
@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_search(root: Path, trials: int, out: Path, args: argparse.Namespace, cv: str | None) -> dict:
     study = f"bench{trials}"
     cmd = [sys.executable, "search.py", "--trials", str(trials), "--study", study,
-           "--out", str(out), "--quiet", "--seed", str(args.seed), "--sampler", args.sampler]
+           "--out", str(out), "--quiet", "--seed", str(args.seed), "--sampler", args.sampler,
+           "--space", args.space]
     if args.jobs:
         cmd += ["--jobs", args.jobs]
     if cv:
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, nargs="+", default=[200, 1000])
     p.add_argument("--before", default=None, help="also run this git revision (first --trials only)")
     p.add_argument("--sampler", default="tpe")
+    p.add_argument("--space", default="default", help="search.py --space (e.g. broad: the space "
+                   "issue #11 was measured on)")
     p.add_argument("--jobs", default=None, help="passed to search.py (default: its own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cv", nargs="+", default=["1", "auto"],
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {label}: {n} trials, cv {cv} ...", file=sys.stderr, flush=True)
             r = run_search(root, n, Path(tmp), args, cv)
         r["report s"] = r.pop("end") - r.pop("journal_mtime")
-        rows.append({"code": label, "cv": cv or "-", "sampler": args.sampler, **r})
+        rows.append({"code": label, "space": args.space, "cv": cv or "-", "sampler": args.sampler,
+                     **r})
         if root != ROOT:
             subprocess.run(["git", "worktree", "remove", "--force", str(root)], cwd=ROOT,
                            capture_output=True)
