@@ -85,3 +85,72 @@ def test_tpe_samples_the_same_points(restored):
     for a, b in zip(shipped, fast):
         assert a["kind"] == b["kind"]
         assert a["x"] == pytest.approx(b["x"], rel=1e-9) and a["lr"] == pytest.approx(b["lr"], rel=1e-9)
+
+
+def _stock_calculate():
+    from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
+
+    fast_tpe.uninstall()
+    return _GroupDecomposedSearchSpace.calculate
+
+
+def _default_space_points(n: int) -> list[dict]:
+    """A seeded study of the default space as search.py samples it (multivariate, group,
+    constant liar, a conditional width per layer), two trials running at a time and finishing
+    out of order, every fifth one pruned."""
+    from app.compose import CONF_DIR
+    from sweeper.space import load_space
+
+    space = load_space("default", CONF_DIR)
+    sampler = optuna.samplers.TPESampler(seed=7, multivariate=True, group=True,
+                                         constant_liar=True, n_startup_trials=8)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    running = []
+    for i in range(n):
+        trial = study.ask()
+        space.sample(trial)
+        running.append(trial)
+        if len(running) == 2:
+            for t in reversed(running):
+                p = t.params
+                value = -abs(np.log10(p["optimizer.lr"]) + 2.5) - p["regularization.dropout"] \
+                    + (p["layers.depth"] == 2) * 0.3 + (p["optimizer"] == "adam") * 0.2
+                if t.number % 5 == 0:
+                    t.report(value, 1)
+                    study.tell(t, state=optuna.trial.TrialState.PRUNED)
+                else:
+                    study.tell(t, value)
+            running = []
+    return [t.params for t in study.trials]
+
+
+def test_incremental_group_decomposition_samples_exactly_the_same_points(restored, monkeypatch):
+    """Stock Optuna is the reference: the same seed gives the same points, to the last bit."""
+    from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    stock = _stock_calculate()
+    assert fast_tpe.install()
+    assert _GroupDecomposedSearchSpace.calculate is fast_tpe.incremental_calculate
+    fast = _default_space_points(40)
+    monkeypatch.setattr(_GroupDecomposedSearchSpace, "calculate", stock)
+    shipped = _default_space_points(40)
+    assert fast == shipped
+    assert {len(p) for p in shipped} == {11, 12}  # both depths: two groups were sampled
+
+
+def test_a_changed_group_decomposition_is_left_alone(restored, monkeypatch):
+    """If Optuna's decomposition no longer gives what the incremental one does, it stays."""
+    from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
+
+    stock = _stock_calculate()
+
+    def reversed_groups(self, study, use_cache=False):
+        group = stock(self, study, use_cache)
+        reordered = _SearchSpaceGroup()
+        reordered._search_spaces = group.search_spaces[::-1]
+        return reordered
+
+    monkeypatch.setattr(_GroupDecomposedSearchSpace, "calculate", reversed_groups)
+    fast_tpe.install()
+    assert _GroupDecomposedSearchSpace.calculate is reversed_groups
