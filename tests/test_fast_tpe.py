@@ -87,11 +87,15 @@ def test_tpe_samples_the_same_points(restored):
         assert a["x"] == pytest.approx(b["x"], rel=1e-9) and a["lr"] == pytest.approx(b["lr"], rel=1e-9)
 
 
-def _stock_calculate():
+def _stock(monkeypatch, which: str) -> None:
+    """Put Optuna's own ``which`` (calculate, rows) back while the rest stays installed."""
+    from optuna.samplers import TPESampler
     from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
 
-    fast_tpe.uninstall()
-    return _GroupDecomposedSearchSpace.calculate
+    if which == "calculate":
+        monkeypatch.setattr(_GroupDecomposedSearchSpace, "calculate", fast_tpe._CALCULATE[0])
+    else:
+        monkeypatch.setattr(TPESampler, "_get_internal_repr", fast_tpe._ROWS[0])
 
 
 def _default_space_points(n: int) -> list[dict]:
@@ -124,16 +128,20 @@ def _default_space_points(n: int) -> list[dict]:
     return [t.params for t in study.trials]
 
 
-def test_incremental_group_decomposition_samples_exactly_the_same_points(restored, monkeypatch):
-    """Stock Optuna is the reference: the same seed gives the same points, to the last bit."""
+@pytest.mark.parametrize("which", ["calculate", "rows"])
+def test_each_exact_replacement_samples_exactly_the_same_points(restored, monkeypatch, which):
+    """Stock Optuna is the reference: with Optuna's own group decomposition (or rows of
+    internal values) the same seed gives the same points as with ours, to the last bit."""
+    from optuna.samplers import TPESampler
     from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    stock = _stock_calculate()
+    fast_tpe.uninstall()
     assert fast_tpe.install()
     assert _GroupDecomposedSearchSpace.calculate is fast_tpe.incremental_calculate
+    assert TPESampler._get_internal_repr is fast_tpe.cached_internal_repr
     fast = _default_space_points(40)
-    monkeypatch.setattr(_GroupDecomposedSearchSpace, "calculate", stock)
+    _stock(monkeypatch, which)
     shipped = _default_space_points(40)
     assert fast == shipped
     assert {len(p) for p in shipped} == {11, 12}  # both depths: two groups were sampled
@@ -143,7 +151,8 @@ def test_a_changed_group_decomposition_is_left_alone(restored, monkeypatch):
     """If Optuna's decomposition no longer gives what the incremental one does, it stays."""
     from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
 
-    stock = _stock_calculate()
+    fast_tpe.uninstall()
+    stock = _GroupDecomposedSearchSpace.calculate
 
     def reversed_groups(self, study, use_cache=False):
         group = stock(self, study, use_cache)
@@ -154,3 +163,36 @@ def test_a_changed_group_decomposition_is_left_alone(restored, monkeypatch):
     monkeypatch.setattr(_GroupDecomposedSearchSpace, "calculate", reversed_groups)
     fast_tpe.install()
     assert _GroupDecomposedSearchSpace.calculate is reversed_groups
+
+
+def test_changed_internal_rows_are_left_alone(restored, monkeypatch):
+    """If Optuna's _get_internal_repr no longer gives what the cached one does, it stays."""
+    from optuna.samplers import TPESampler
+
+    fast_tpe.uninstall()
+    stock = TPESampler._get_internal_repr
+
+    def without_last(self, trials, search_space, study):
+        return {k: v[:-1] for k, v in stock(self, trials, search_space, study).items()}
+
+    monkeypatch.setattr(TPESampler, "_get_internal_repr", without_last)
+    fast_tpe.install()
+    assert TPESampler._get_internal_repr is without_last
+
+
+def test_cached_rows_are_fresh_for_running_trials_and_other_objects(restored):
+    """A running trial's row is read each time (its params grow); a finished trial's row is
+    kept only for that very object."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    space = {"x": FloatDistribution(0, 1)}
+    sampler = optuna.samplers.TPESampler(multivariate=True)
+    done = create_trial(params={"x": 0.25}, distributions=space, value=1.0)
+    running = create_trial(params={}, distributions={}, state=TrialState.RUNNING)
+    rows = fast_tpe.cached_internal_repr(sampler, [done, running], space, None)
+    assert rows["x"].tolist() == [0.25]
+    running.params, running.distributions = {"x": 0.5}, space
+    other = create_trial(params={"x": 0.75}, distributions=space, value=2.0)
+    rows = fast_tpe.cached_internal_repr(sampler, [done, running, other], space, None)
+    assert rows["x"].tolist() == [0.25, 0.5, 0.75]
