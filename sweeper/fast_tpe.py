@@ -25,8 +25,12 @@ changed: the same groups in the same order, hence the same samples. It is instal
 after it agreed with Optuna's own on a replayed sequence of trials with conditional
 parameters. Likewise ``TPESampler._get_internal_repr`` (a trial's params in the internal
 representation, redone for every trial on every ask, twice per parameter group) keeps each
-finished trial's row per search space (~0.4 -> ~0.15 ms a call at trial 100). tests/test_fast_tpe.py checks that a
-seeded study samples exactly the same points with and without each of the two.
+finished trial's row per search space (~0.4 -> ~0.15 ms a call at trial 100), and
+``_split_trials`` (below/above, redone for each parameter group of one ask) answers a
+second call with the very same trial objects in the same states from memory (Optuna's
+storages write a changed trial as a new object). Each saves ~0.5 ms an ask at trial 100
+(/tmp/ovh/tpe_ab.py: 7.2 -> 5.7 ms for the three). tests/test_fast_tpe.py checks that a
+seeded study samples exactly the same points with and without each of the three.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ def install() -> bool:
     whether the helpers are replaced."""
     _install_calculate()
     _install_rows()
+    _install_split()
     if _REPLACED:
         return True
     try:
@@ -92,6 +97,68 @@ def uninstall() -> None:
         from optuna.samplers import TPESampler
 
         TPESampler._get_internal_repr = _ROWS.pop()
+    if _SPLIT:
+        from optuna.samplers._tpe import sampler
+
+        sampler._split_trials = _SPLIT.pop()
+        _LAST_SPLIT.clear()
+
+
+def _install_split() -> bool:
+    if _SPLIT:
+        return True
+    try:
+        from optuna.samplers._tpe import sampler
+    except ImportError:
+        return False
+    original = getattr(sampler, "_split_trials", None)
+    if original is None or not _split_agrees(original):
+        return False
+    _SPLIT.append(original)
+    sampler._split_trials = remembered_split
+    return True
+
+
+def _split_agrees(original) -> bool:
+    """Optuna's split is a function of its arguments (the same answer twice), and
+    remembered_split gives it for a study of complete, pruned and running trials, asked
+    twice (the second from memory), and again after one of them finished (a new object,
+    as every Optuna storage writes a changed trial)."""
+    from types import SimpleNamespace
+
+    from optuna.distributions import FloatDistribution
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState, create_trial
+
+    dist = {"x": FloatDistribution(0, 1)}
+    rng = np.random.default_rng(2)
+    _SPLIT.append(original)
+    try:
+        trials = []
+        for i in range(20):
+            state = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING][i % 3]
+            trial = create_trial(params={"x": float(rng.random())}, distributions=dist,
+                                 value=float(rng.random()) if i % 3 == 0 else None,
+                                 intermediate_values={1: float(rng.random())} if i % 3 == 1
+                                 else None, state=state)
+            trial.number = i
+            trials.append(trial)
+        study = SimpleNamespace(direction=StudyDirection.MINIMIZE,
+                                directions=[StudyDirection.MINIMIZE])
+        finished = create_trial(params={"x": 0.5}, distributions=dist, value=-1.0)
+        finished.number = 2
+        if original(study, trials, 4) != original(study, list(trials), 4):
+            return False  # not a function of its arguments: nothing to remember
+        for ts in (trials, list(trials), trials[:2] + [finished] + trials[3:]):
+            want = original(study, ts, 4)
+            if remembered_split(study, ts, 4) != want:
+                return False
+    except Exception:  # noqa: BLE001 - a changed Optuna: keep its own
+        return False
+    finally:
+        _SPLIT.clear()
+        _LAST_SPLIT.clear()
+    return True
 
 
 def _install_rows() -> bool:
@@ -171,6 +238,27 @@ def cached_internal_repr(self, trials, search_space, study) -> dict[str, np.ndar
             for column, value in zip(lists, row):
                 column.append(value)
     return {k: np.asarray(v) for k, v in values.items()}
+
+
+_SPLIT: list = []  # Optuna's own samplers._tpe.sampler._split_trials while replaced
+_LAST_SPLIT: list = []  # [(study, n_below, trials, their states), (below, above)]
+
+
+def remembered_split(study, trials, n_below: int):
+    """Optuna's ``_split_trials``, answered again without work when called with the very
+    same study, ``n_below`` and trial objects in the same states (each parameter group of
+    one ask splits the same trials). What it reads of a finished trial (values, reports,
+    constraints) never changes, and of a running trial only its state; the key holds the
+    objects, so their ids cannot be taken by others meanwhile."""
+    states = [t.state for t in trials]
+    if _LAST_SPLIT:
+        (s, n, ts, sts), (below, above) = _LAST_SPLIT
+        if s is study and n == n_below and len(ts) == len(trials) and sts == states and all(
+                a is b for a, b in zip(ts, trials)):
+            return list(below), list(above)
+    below, above = _SPLIT[0](study, trials, n_below)
+    _LAST_SPLIT[:] = [(study, n_below, list(trials), states), (list(below), list(above))]
+    return below, above
 
 
 _CALCULATE: list = []  # Optuna's own _GroupDecomposedSearchSpace.calculate while replaced

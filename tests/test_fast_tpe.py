@@ -90,12 +90,15 @@ def test_tpe_samples_the_same_points(restored):
 def _stock(monkeypatch, which: str) -> None:
     """Put Optuna's own ``which`` (calculate, rows) back while the rest stays installed."""
     from optuna.samplers import TPESampler
+    from optuna.samplers._tpe import sampler
     from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
 
     if which == "calculate":
         monkeypatch.setattr(_GroupDecomposedSearchSpace, "calculate", fast_tpe._CALCULATE[0])
-    else:
+    elif which == "rows":
         monkeypatch.setattr(TPESampler, "_get_internal_repr", fast_tpe._ROWS[0])
+    else:
+        monkeypatch.setattr(sampler, "_split_trials", fast_tpe._SPLIT[0])
 
 
 def _default_space_points(n: int) -> list[dict]:
@@ -128,10 +131,11 @@ def _default_space_points(n: int) -> list[dict]:
     return [t.params for t in study.trials]
 
 
-@pytest.mark.parametrize("which", ["calculate", "rows"])
+@pytest.mark.parametrize("which", ["calculate", "rows", "split"])
 def test_each_exact_replacement_samples_exactly_the_same_points(restored, monkeypatch, which):
     """Stock Optuna is the reference: with Optuna's own group decomposition (or rows of
-    internal values) the same seed gives the same points as with ours, to the last bit."""
+    internal values, or split of the trials) the same seed gives the same points as with
+    ours, to the last bit."""
     from optuna.samplers import TPESampler
     from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
 
@@ -140,6 +144,7 @@ def test_each_exact_replacement_samples_exactly_the_same_points(restored, monkey
     assert fast_tpe.install()
     assert _GroupDecomposedSearchSpace.calculate is fast_tpe.incremental_calculate
     assert TPESampler._get_internal_repr is fast_tpe.cached_internal_repr
+    assert optuna.samplers._tpe.sampler._split_trials is fast_tpe.remembered_split
     fast = _default_space_points(40)
     _stock(monkeypatch, which)
     shipped = _default_space_points(40)
@@ -196,3 +201,52 @@ def test_cached_rows_are_fresh_for_running_trials_and_other_objects(restored):
     other = create_trial(params={"x": 0.75}, distributions=space, value=2.0)
     rows = fast_tpe.cached_internal_repr(sampler, [done, running, other], space, None)
     assert rows["x"].tolist() == [0.25, 0.5, 0.75]
+
+
+def test_a_split_that_is_no_function_of_its_arguments_is_left_alone(restored, monkeypatch):
+    """Remembering an answer is only right for a function of the arguments: a split that
+    answers differently on a second call (here it alternates) is not replaced."""
+    from optuna.samplers._tpe import sampler
+
+    fast_tpe.uninstall()
+    stock, calls = sampler._split_trials, []
+
+    def alternating(study, trials, n_below):
+        calls.append(1)
+        below, above = stock(study, trials, n_below)
+        return (above, below) if len(calls) % 2 else (below, above)
+
+    monkeypatch.setattr(sampler, "_split_trials", alternating)
+    fast_tpe.install()
+    assert sampler._split_trials is alternating
+
+
+def test_the_split_is_remembered_only_for_the_same_trials_in_the_same_states(restored):
+    """A second call with the same objects is answered from memory; a trial that finished
+    since (a new object, or the same object in a new state) is split afresh."""
+    from types import SimpleNamespace
+
+    from optuna.distributions import FloatDistribution
+    from optuna.samplers._tpe import sampler
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState, create_trial
+
+    fast_tpe.uninstall()
+    stock = sampler._split_trials
+    assert fast_tpe.install()
+    calls = []
+    fast_tpe._SPLIT[0] = lambda *a: calls.append(a) or stock(*a)
+    dist = {"x": FloatDistribution(0, 1)}
+    trials = [create_trial(params={"x": 0.1 * i}, distributions=dist, value=float(i))
+              for i in range(4)]
+    trials.append(create_trial(params={"x": 0.5}, distributions=dist, state=TrialState.RUNNING))
+    for i, t in enumerate(trials):
+        t.number = i
+    study = SimpleNamespace(direction=StudyDirection.MAXIMIZE,
+                            directions=[StudyDirection.MAXIMIZE])
+    first = fast_tpe.remembered_split(study, trials, 2)
+    assert fast_tpe.remembered_split(study, list(trials), 2) == first and len(calls) == 1
+    trials[4].state, trials[4].values = TrialState.COMPLETE, [9.0]
+    below, _ = fast_tpe.remembered_split(study, trials, 2)
+    assert len(calls) == 2 and [t.number for t in below] == [3, 4]
+    assert fast_tpe.remembered_split(study, trials, 3) and len(calls) == 3
