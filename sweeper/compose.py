@@ -274,7 +274,8 @@ def _converted(value: Any, kind: str, optional: bool) -> Any:
 
 def _leaf_kinds(node, prefix: str, kinds: dict[str, tuple[str, bool]]) -> None:
     """Fill ``kinds`` with the leaves a value can be converted for: float, int, bool and str
-    nodes, and list[int] nodes holding a list; not read-only."""
+    nodes (also those holding None, e.g. engine.threads), and list[int] nodes holding a
+    list; not read-only."""
     from omegaconf import BooleanNode, DictConfig, FloatNode, IntegerNode, ListConfig, StringNode
 
     names = {FloatNode: "float", IntegerNode: "int", BooleanNode: "bool", StringNode: "str"}
@@ -283,14 +284,17 @@ def _leaf_kinds(node, prefix: str, kinds: dict[str, tuple[str, bool]]) -> None:
             continue
         child = node._get_node(key)
         name = f"{prefix}{key}"
-        if child._get_flag("readonly") or child._is_none() or child._is_missing():
+        if child._get_flag("readonly"):
             continue
+        if isinstance(child, (DictConfig, ListConfig)) and (child._is_none()
+                                                            or child._is_missing()):
+            continue  # a value merged into it would build a new container
         if isinstance(child, DictConfig):
             _leaf_kinds(child, f"{name}.", kinds)
         elif isinstance(child, ListConfig):
             if child._metadata.element_type is int:
                 kinds[name] = ("list_int", child._is_optional())
-        elif type(child) in names:
+        elif type(child) in names:  # its type holds whatever its value (None included)
             kinds[name] = (names[type(child)], child._is_optional())
 
 

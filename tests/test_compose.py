@@ -149,6 +149,8 @@ def _same(got, expected) -> None:
     ["optimizer.lr=1"],  # an int for a float field: float(1)
     ["optimizer.lr='0.5'"], ["trainer.batch_size='32'"],  # strings OmegaConf converts
     ["optimizer.clip_norm=null"], ["optimizer.clip_norm=2"], ["optimizer.clip_norm=0.5"],
+    ["engine.threads=1"], ["engine.threads=1", "engine.threads=null"], ["engine.device=0"],
+    ["optimizer.clip_norm=1", "optimizer.clip_norm=null"],
     ["data.standardize=1"], ["data.standardize=yes"], ["data.standardize=false"],
     ["layers.activation=tanh"], ["layers.activation='tanh'"],
     ["layers.hidden=[]"], ["layers.hidden=[8,'16']"], ["layers.hidden=[8, 16]"],
@@ -173,6 +175,7 @@ def test_values_of_every_kind_equal_a_full_compose(values):
     ["layers.hidden=[8,-1]"], ["layers.hidden=null"], ["data.standardize=maybe"],
     ["data.val_fraction=0.6", "data.test_fraction=0.5"], ["optimizer.lr=${nowhere.lr}"],
     ["layers.activation=${optimizer.name}"], ["optimizer.lr=???"], ["optimizer.lr={a: 1}"],
+    ["engine.threads=2.0"], ["engine.threads=0"], ["engine.threads=true"],
 ])
 def test_bad_values_fail_as_a_full_compose(values):
     overrides = ["optimizer=adamw"] + values
@@ -185,9 +188,11 @@ def test_bad_values_fail_as_a_full_compose(values):
     assert str(fast.value) == str(full.value)
 
 
-def test_trials_of_every_space_take_the_direct_path(monkeypatch):
+@pytest.mark.parametrize("extra", [["engine=cpu"], ["engine.threads=1"]])
+def test_trials_of_every_space_take_the_direct_path(monkeypatch, extra):
     """The points of test_random_points_of_every_space_equal_a_full_compose are answered
-    without OmegaConf (so that test checks the direct path), after one per combination."""
+    without OmegaConf (so that test checks the direct path), also with the override a
+    worker of several adds (engine.threads=1, a field that is None in the config)."""
     answers = []
     real = sweeper.compose._Direct.experiment
 
@@ -201,7 +206,9 @@ def test_trials_of_every_space_take_the_direct_path(monkeypatch):
         space, cache = load_space(name, CONF_DIR), ComposeCache()
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
         for _ in range(6):
-            cache.experiment(space.sample(study.ask()) + ["engine=cpu"])
+            overrides = space.sample(study.ask()) + extra
+            got = cache.experiment(overrides)
+            assert fields(got) == fields(compose_experiment(overrides)[1])
     assert answers and all(a is not None for a in answers)
 
 
