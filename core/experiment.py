@@ -65,12 +65,32 @@ def split_targets(
     return {s: targets(getattr(ds, s).y, spec.loss, spec.n_out, dtype) for s in splits}
 
 
-def evaluate_splits(engine, ds: Dataset, T: dict, *, evaluate_test: bool) -> dict:
-    """(loss, accuracy) of every split; test's is NaN unless ``evaluate_test``."""
+def evaluate_splits(
+    engine, ds: Dataset, T: dict, *, evaluate_test: bool, known: dict | None = None
+) -> dict:
+    """(loss, accuracy) of every split; test's is NaN unless ``evaluate_test``. ``known``
+    holds splits' (loss, accuracy) of the engine's current weights measured already
+    (``held_metrics``): those are not evaluated again."""
+    known = known or {}
     splits = ("train", "val", "test") if evaluate_test else ("train", "val")
-    final = {s: engine.evaluate(getattr(ds, s).X, T[s]) for s in splits}
+    final = {s: known[s] if s in known else engine.evaluate(getattr(ds, s).X, T[s])
+             for s in splits}
     final.setdefault("test", (float("nan"), float("nan")))
     return final
+
+
+def held_metrics(result: FitResult) -> dict:
+    """``{"val": (loss, accuracy)}`` of the weights the engine holds after a one-fold ``fit``,
+    from the history row of the epoch they come from: that row's val metrics are the same
+    engine's evaluate of the same weights on the same split, a deterministic forward (fixed
+    blocks on the CPU, tree sums without atomics on CUDA). Empty when that epoch's val loss
+    is not finite (a diverged run is evaluated afresh)."""
+    if not 1 <= result.params_epoch <= len(result.history):
+        return {}
+    row = result.history[result.params_epoch - 1]
+    if not math.isfinite(row["val_loss"]):
+        return {}
+    return {"val": (row["val_loss"], row["val_accuracy"])}
 
 
 def build(cfg: ExperimentConfig, ds: Dataset):
@@ -205,7 +225,8 @@ def run(
     with blas_limit(cfg, spec):
         try:
             result = fit(engine, cfg, ds.train.X, T["train"], ds.val.X, T["val"], callbacks)
-            final = evaluate_splits(engine, ds, T, evaluate_test=evaluate_test)
+            final = evaluate_splits(engine, ds, T, evaluate_test=evaluate_test,
+                                    known=held_metrics(result))
             final_params = engine.get_params()
         finally:
             engine.close()

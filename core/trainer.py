@@ -36,6 +36,7 @@ class FitResult:
     seconds: float
     monitor: str
     extra: dict = field(default_factory=dict)
+    params_epoch: int = 0  # the epoch whose weights the engines hold at the end (restored or last)
 
 
 def monitor_mode(monitor: str, mode: str) -> str:
@@ -166,7 +167,8 @@ def fit_folds(
         if reason is not None:
             stop_reason = reason
             break
-    if best_params is not None and best_epoch != len(history):
+    restored = best_params is not None and best_epoch != len(history)
+    if restored:
         for fold, params in zip(folds, best_params):
             fold.engine.set_params(params)
     return FitResult(
@@ -177,4 +179,5 @@ def fit_folds(
         seconds=time.perf_counter() - start,
         monitor=es.monitor,
         extra={"base_lrs": used_lrs} if plateau is not None else {},
+        params_epoch=best_epoch if restored else len(history),
     )

@@ -88,3 +88,13 @@ def test_predict_script_reports_a_damaged_checkpoint_in_one_line(saved, capsys):
     assert module.main([str(rewrite(saved, meta=np.array("{oops")))]) == 2
     err = capsys.readouterr().err
     assert err.startswith("predict: error: checkpoint: ") and err.count("\n") == 1
+
+
+def test_save_writes_the_bytes_np_savez_writes(saved, tmp_path):
+    """save() builds the archive in memory: the file is byte for byte what ``np.savez``
+    writes to a file of the same arrays, and no temporary file is left."""
+    with np.load(saved, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(tmp_path / "reference.npz", **arrays)
+    assert saved.read_bytes() == (tmp_path / "reference.npz").read_bytes()
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["model.npz", "reference.npz"]

@@ -135,3 +135,142 @@ def test_values_set_in_place_are_put_back():
         compose_experiment(["optimizer=sgd", "optimizer.lr=0.25", "trainer.batch_size=abc"])
     assert str(bad.value) == str(full.value)
     assert cache.experiment(["optimizer=sgd"]) == expected
+
+
+def _same(got, expected) -> None:
+    """Equal field by field, and of the same types (1 and 1.0 compare equal)."""
+    assert fields(got) == fields(expected)
+    assert {k: type(v) for k, v in fields(got).items()} == \
+        {k: type(v) for k, v in fields(expected).items()}
+    assert [type(u) for u in got.layers.hidden] == [type(u) for u in expected.layers.hidden]
+
+
+@pytest.mark.parametrize("values", [
+    ["optimizer.lr=1"],  # an int for a float field: float(1)
+    ["optimizer.lr='0.5'"], ["trainer.batch_size='32'"],  # strings OmegaConf converts
+    ["optimizer.clip_norm=null"], ["optimizer.clip_norm=2"], ["optimizer.clip_norm=0.5"],
+    ["engine.threads=1"], ["engine.threads=1", "engine.threads=null"], ["engine.device=0"],
+    ["optimizer.clip_norm=1", "optimizer.clip_norm=null"],
+    ["data.standardize=1"], ["data.standardize=yes"], ["data.standardize=false"],
+    ["layers.activation=tanh"], ["layers.activation='tanh'"],
+    ["layers.hidden=[]"], ["layers.hidden=[8,'16']"], ["layers.hidden=[8, 16]"],
+    ["optimizer.lr=${optimizer.momentum}"], ["layers.hidden=[4,${trainer.batch_size}]"],
+    ["optimizer.lr=0.1", "optimizer.lr=0.2"],  # the last wins
+    ["trainer.early_stopping.patience=3", "trainer.early_stopping.enabled=false"],
+    ["optimizer.lr=1e-05", "regularization.l2=9.667896295270508e-05", "trainer.epochs=7"],
+    ["data=file", "data.path=nowhere.npz"],  # a cached config that is no experiment alone
+])
+def test_values_of_every_kind_equal_a_full_compose(values):
+    """Values the direct path converts (int, float, bool, str, list[int]) and values it
+    leaves to OmegaConf (strings for numbers, null, interpolations): all as a full compose."""
+    overrides = ["optimizer=adamw"] + values
+    cache = ComposeCache()
+    cache.experiment(["optimizer=adamw", "optimizer.lr=0.3"])  # the direct path is set up
+    _same(cache.experiment(overrides), compose_experiment(overrides)[1])
+
+
+@pytest.mark.parametrize("values", [
+    ["optimizer.lr=abc"], ["optimizer.lr=null"], ["optimizer.lr=1e999"], ["optimizer.lr=-0.5"],
+    ["trainer.batch_size=16.5"], ["trainer.batch_size=true"], ["layers.hidden=[8.0]"],
+    ["layers.hidden=[8,-1]"], ["layers.hidden=null"], ["data.standardize=maybe"],
+    ["data.val_fraction=0.6", "data.test_fraction=0.5"], ["optimizer.lr=${nowhere.lr}"],
+    ["layers.activation=${optimizer.name}"], ["optimizer.lr=???"], ["optimizer.lr={a: 1}"],
+    ["engine.threads=2.0"], ["engine.threads=0"], ["engine.threads=true"],
+])
+def test_bad_values_fail_as_a_full_compose(values):
+    overrides = ["optimizer=adamw"] + values
+    cache = ComposeCache()
+    cache.experiment(["optimizer=adamw"])
+    with pytest.raises(ConfigError) as full:
+        compose_experiment(overrides)
+    with pytest.raises(ConfigError) as fast:
+        cache.experiment(overrides)
+    assert str(fast.value) == str(full.value)
+
+
+@pytest.mark.parametrize("extra", [["engine=cpu"], ["engine.threads=1"]])
+def test_trials_of_every_space_take_the_direct_path(monkeypatch, extra):
+    """The points of test_random_points_of_every_space_equal_a_full_compose are answered
+    without OmegaConf (so that test checks the direct path), also with the override a
+    worker of several adds (engine.threads=1, a field that is None in the config)."""
+    answers = []
+    real = sweeper.compose._Direct.experiment
+
+    def spy(self, values):
+        answers.append(real(self, values))
+        return answers[-1]
+
+    monkeypatch.setattr(sweeper.compose._Direct, "experiment", spy)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in SPACES:
+        space, cache = load_space(name, CONF_DIR), ComposeCache()
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+        for _ in range(6):
+            overrides = space.sample(study.ask()) + extra
+            got = cache.experiment(overrides)
+            assert fields(got) == fields(compose_experiment(overrides)[1])
+    assert answers and all(a is not None for a in answers)
+
+
+def test_an_interpolation_in_the_cached_config_follows_the_sampled_value(monkeypatch):
+    """A config with ``scheduler.max_lr: ${optimizer.lr}`` has no direct path: the trial's
+    lr reaches max_lr, as in OmegaConf's own update of the same config."""
+    from omegaconf import OmegaConf
+
+    from app.compose import to_experiment
+
+    def planted(overrides, **kwargs):
+        cfg = compose_config(overrides, **kwargs)
+        cfg.scheduler.max_lr = "${optimizer.lr}"
+        return cfg
+
+    monkeypatch.setattr(sweeper.compose, "compose_config", planted)
+    cache = ComposeCache()
+    overrides = ["scheduler=cyclic", "optimizer.lr=0.125", "trainer.epochs=3"]
+    got = cache.experiment(overrides)
+    reference = planted(["scheduler=cyclic"])
+    for text in overrides[1:]:
+        key, value = text.split("=")
+        OmegaConf.update(reference, key, float(value) if "." in value else int(value))
+    assert got.scheduler.max_lr == 0.125
+    _same(got, to_experiment(reference))
+    assert sweeper.compose._Direct.of(planted(["scheduler=cyclic"])) is None
+
+
+def _hydra_parse(text):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides([text])[0]
+
+
+def _floats():
+    import random
+
+    rng = random.Random(0)
+    some = [rng.uniform(-1, 1) * 10 ** rng.uniform(-300, 300) for _ in range(300)]
+    some += [rng.random() for _ in range(100)] + [float(rng.randint(-10**6, 10**6)) for _ in range(50)]
+    return some + [0.0, -0.0, 5e-324, 1.7976931348623157e308, 1e16, 1e-05, 0.1, 123456.789]
+
+
+@pytest.mark.parametrize("text", [
+    *(f"optimizer.lr={x!r}" for x in _floats()),
+    "trainer.epochs=7", "trainer.epochs=-3", "trainer.epochs=0", f"a.b={10**40}",
+    "layers.hidden=[385,244]", "layers.hidden=[7]", "layers.hidden=[0,-1,12]",
+    "optimizer.lr=1e+16", "optimizer.lr=2E-3", "x_1.y_2.z=4",
+])
+def test_number_overrides_are_read_as_hydra_reads_them(text):
+    got, want = sweeper.compose._number_override(text), _hydra_parse(text)
+    assert got is not None
+    assert got == want
+    assert repr(got.value()) == repr(want.value())  # same types, also of list items and -0.0
+
+
+@pytest.mark.parametrize("text", [
+    "optimizer.lr=inf", "optimizer.lr=nan", "optimizer.lr=-inf", "optimizer.lr=1_000",
+    "optimizer.lr=1.", "optimizer.lr=.5", "optimizer.lr= 1", "optimizer.lr=01",
+    "optimizer.lr=+1", "layers.hidden=[1, 2]", "layers.hidden=[]", "layers.hidden=[1,2.0]",
+    "+optimizer.lr=1", "~optimizer.lr", "optimizer=1", "optimizer.lr=${a.b}",
+    "optimizer.lr=1,2", "a-b.c=1", "optimizer.lr='1'", "optimizer@x.lr=1",
+])
+def test_other_texts_are_left_to_hydras_parser(text):
+    assert sweeper.compose._number_override(text) is None

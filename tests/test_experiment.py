@@ -170,3 +170,69 @@ def test_a_worker_loads_each_data_set_once_read_only_and_rereads_a_changed_file(
     os.utime(path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
     second = cached_dataset(DataConfig(name="file", path=str(path)), "float32")
     assert second is not first and second.mean[0] == pytest.approx(3 * first.mean[0])
+
+
+def _reuse_case(case: str):
+    """(config, callbacks) of a run whose final weights come from a known epoch."""
+    from core.config import EarlyStoppingConfig, RegularizationConfig
+
+    def es(**kw):
+        return EarlyStoppingConfig(enabled=True, patience=1, **kw)
+
+    cfg = tiny_config(epochs=12, lr=0.2)
+    callbacks = []
+    if case == "restored":  # early stopping takes the weights back to the best epoch
+        cfg.trainer.early_stopping = es()
+    elif case == "not_restored":
+        cfg.trainer.early_stopping = es(restore_best=False)
+    elif case == "pruned":  # a callback stops it; the best epoch's weights are restored
+        cfg.trainer.early_stopping = es()
+        cfg.trainer.early_stopping.patience = 50
+        callbacks = [lambda row: "pruned" if row["epoch"] >= 9 else None]
+    elif case == "digits":  # val rows > 256: evaluated in several blocks on the CPU engine
+        cfg = tiny_config(data="digits", hidden=(16,), epochs=6, batch_size=32, lr=0.05,
+                          regularization=RegularizationConfig(dropout=0.3))
+        cfg.trainer.early_stopping = es()
+    return cfg, callbacks
+
+
+@pytest.mark.parametrize("engine", ["numpy", "cpu"])
+@pytest.mark.parametrize("case", ["restored", "not_restored", "max_epochs", "pruned", "digits"])
+def test_final_val_metrics_taken_from_their_epoch_equal_a_fresh_evaluation(engine, case,
+                                                                           monkeypatch):
+    """run() does not evaluate val again after training: the val (loss, accuracy) of the
+    weights the engine holds is their epoch's row. Exactly what evaluating them again
+    gives, whether early stopping restored an earlier epoch or not."""
+    import core.experiment as E
+
+    seen = []
+    real = E.evaluate_splits
+
+    def checked(engine_, ds, T, *, evaluate_test, known=None):
+        final = real(engine_, ds, T, evaluate_test=evaluate_test, known=known)
+        seen.append((known, final["val"], engine_.evaluate(ds.val.X, T["val"])))
+        return final
+
+    monkeypatch.setattr(E, "evaluate_splits", checked)
+    cfg, callbacks = _reuse_case(case)
+    cfg.engine.name = engine
+    summary = run(cfg, callbacks=callbacks)
+    [(known, final_val, fresh)] = seen
+    assert known == {"val": final_val}  # taken from the history, not evaluated
+    assert final_val == fresh  # to the last bit
+    assert (summary["val_loss"], summary["val_accuracy"]) == fresh
+    if case == "max_epochs":
+        assert summary["stop_reason"] == "max_epochs"
+    else:  # the best epoch is not the last: restored, or (not_restored) the last kept
+        assert summary["best_epoch"] < summary["epochs_run"], summary
+
+
+def test_a_diverged_run_is_evaluated_afresh():
+    from core.experiment import held_metrics
+    from core.trainer import FitResult
+
+    rows = [{"val_loss": 0.5, "val_accuracy": 0.9}, {"val_loss": float("nan"), "val_accuracy": 0.1}]
+    result = FitResult(rows, 1, 0.5, "diverged", 0.0, "val_loss", params_epoch=2)
+    assert held_metrics(result) == {}
+    result.params_epoch = 1
+    assert held_metrics(result) == {"val": (0.5, 0.9)}
