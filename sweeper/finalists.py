@@ -13,7 +13,8 @@ search whose every trial is 5-fold, in about 1.5x the hold-out search's time ins
 
 The finalists are the trials of a second Optuna study in the same storage, named
 ``<study>.cv<K>``: each is a source trial's parameters, enqueued once with the user attr
-``source_trial``, then claimed and run by the usual workers, locks and re-queueing
+``source_trial`` (longest first, by the source's training time), then claimed and run by
+the usual workers, locks and re-queueing
 (sweeper.study), so an interrupted run resumes where it stopped and several machines share
 them. A resumed study with new leaders enqueues just those. Folders: ``<study
 dir>/finalists/trials/<n>/``.
@@ -25,7 +26,7 @@ import dataclasses
 import logging
 import math
 
-from .claim import Claimer, trial_state
+from .claim import Claimer, trial_info, trial_state
 from .settings import StudySettings, create_study
 
 SOURCE = "source_trial"  # user attr of a finalist: the number of the trial it re-runs
@@ -65,9 +66,13 @@ def enqueue(settings: StudySettings, study) -> int:
     with claimer.lock():
         have = {t.user_attrs.get(SOURCE) for t in fstudy.get_trials(deepcopy=False)
                 if trial_state(t) != "STALE"}
-        for t in ranked(study, settings.finalists):
-            if t.number not in have:
-                fstudy.enqueue_trial(t.params, user_attrs={SOURCE: t.number})
+        new = [t for t in ranked(study, settings.finalists) if t.number not in have]
+        # longest first (workers take them in this order): a long finalist started last
+        # would keep one worker busy while the others wait; a finalist trains ~K times as
+        # long as its source trial did
+        new.sort(key=lambda t: -(trial_info(t).get("train_seconds") or 0.0))
+        for t in new:
+            fstudy.enqueue_trial(t.params, user_attrs={SOURCE: t.number})
         return claimer.n_trials() - claimer.n_stale()
 
 

@@ -44,7 +44,11 @@ def test_finalists_are_the_best_hold_out_trials(searched):
     trials = pd.read_csv(s.dir / "trials.csv")
     expected = _ranked_from_table(trials, 3)
     finalists = fstudy.get_trials(deepcopy=False)
-    assert [t.user_attrs[SOURCE] for t in finalists] == expected
+    assert sorted(t.user_attrs[SOURCE] for t in finalists) == sorted(expected)
+    # queued longest first: by the source trial's training time
+    seconds = trials.set_index("number")["train_seconds"]
+    queued = [seconds[t.user_attrs[SOURCE]] for t in finalists]
+    assert queued == sorted(queued, reverse=True)
     by_number = {t.number: t for t in study.trials}
     for t in finalists:
         assert t.state.name == "COMPLETE"
