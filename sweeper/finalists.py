@@ -14,10 +14,9 @@ search whose every trial is 5-fold, in about 1.5x the hold-out search's time ins
 The finalists are the trials of a second Optuna study in the same storage, named
 ``<study>.cv<K>``: each is a source trial's parameters, enqueued once with the user attr
 ``source_trial`` (longest first, by the source's training time), then claimed and run by
-the usual workers, locks and re-queueing
-(sweeper.study), so an interrupted run resumes where it stopped and several machines share
-them. A resumed study with new leaders enqueues just those. Folders: ``<study
-dir>/finalists/trials/<n>/``.
+the usual workers, locks and re-queueing (sweeper.study), so an interrupted run resumes
+where it stopped and several machines share them. A resumed study with new leaders
+enqueues just those. Folders: ``<study dir>/finalists/trials/<n>/``.
 """
 
 from __future__ import annotations
