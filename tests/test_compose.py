@@ -253,16 +253,23 @@ def _floats():
 
 
 @pytest.mark.parametrize("text", [
-    *(f"optimizer.lr={x!r}" for x in _floats()),
     "trainer.epochs=7", "trainer.epochs=-3", "trainer.epochs=0", f"a.b={10**40}",
     "layers.hidden=[385,244]", "layers.hidden=[7]", "layers.hidden=[0,-1,12]",
-    "optimizer.lr=1e+16", "optimizer.lr=2E-3", "x_1.y_2.z=4",
+    "optimizer.lr=1e+16", "optimizer.lr=2E-3", "x_1.y_2.z=4", "optimizer.lr=-0.0",
 ])
 def test_number_overrides_are_read_as_hydra_reads_them(text):
     got, want = sweeper.compose._number_override(text), _hydra_parse(text)
     assert got is not None
     assert got == want
     assert repr(got.value()) == repr(want.value())  # same types, also of list items and -0.0
+
+
+def test_float_texts_are_read_as_hydra_reads_them():
+    """~460 floats as sweeper.space writes them (repr), from 1e-300 to 1e300 and the edges."""
+    for text in (f"optimizer.lr={x!r}" for x in _floats()):
+        got, want = sweeper.compose._number_override(text), _hydra_parse(text)
+        assert got is not None, text
+        assert (got, repr(got.value())) == (want, repr(want.value())), text
 
 
 @pytest.mark.parametrize("text", [
