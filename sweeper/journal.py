@@ -68,10 +68,10 @@ class JournalFile(BaseJournalBackend):
         self._lock = threading.Lock()
         self._open()
 
-    def __del__(self) -> None:
+    def __del__(self, _close=os.close) -> None:  # os may be gone when the interpreter exits
         fd = getattr(self, "_fd", None)
         if fd is not None:
-            os.close(fd)
+            _close(fd)
 
     def _flock(self):
         return _FileLock(self._fd)

@@ -89,4 +89,4 @@ def test_hparams_search_composes_and_help_lists_it():
     assert (cfg.data.name, cfg.trainer.epochs) == ("digits", 40)
     out = subprocess.run([sys.executable, "run.py", "--help"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
-    assert "hparams_search: default, lr, quick" in out and "search:" not in out.replace("hparams_search:", "")
+    assert "hparams_search: broad, default, lr, quick" in out and "search:" not in out.replace("hparams_search:", "")
