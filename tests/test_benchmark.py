@@ -24,16 +24,18 @@ def test_workloads_count_the_parameters_of_the_network(bench, quick: bool) -> No
         output = N.LayerSpec(wl.sizes[-1], "softmax")
         spec = N.NetworkSpec(wl.sizes[0], hidden + (output,), "cross_entropy")
         assert wl.n_params == spec.n_params
-    wide, tiny, digits = bench.workloads(False)
+    wide, tiny, digits, dropped = bench.workloads(False)
     assert (wide.sizes, wide.n, wide.batch, wide.epochs) == ((784, 256, 128, 10), 60_000, 128, 1)
     assert (tiny.sizes, tiny.n, tiny.batch, tiny.epochs) == ((2, 16, 16, 2), 2_000, 32, 200)
     assert (digits.sizes, digits.batch) == ((64, 256, 10), 64)
     assert (tiny.steps, digits.steps) == (63 * 200, 20 * 40)  # ragged last batches count
-    assert bench.SINGLE_THREADED == {"digits"}
+    assert (dropped.sizes, dropped.steps, dropped.dropout, digits.dropout) == (digits.sizes, digits.steps, 0.25, 0.0)
+    assert dropped.label().endswith("dropout 0.25")
+    assert bench.SINGLE_THREADED == {"digits", "digits-dropout"}
 
 
 def test_targets_compare_times_and_mark_missing_contestants(bench) -> None:
-    wide, tiny, _ = (wl.label() for wl in bench.workloads(False))
+    wide, tiny, *_ = (wl.label() for wl in bench.workloads(False))
     rows = [
         {"workload": wide, "implementation": "nnsweep cpu", "seconds": 0.5, "gflops": 150.0},
         {"workload": wide, "implementation": "pytorch", "seconds": 1.6},
@@ -53,7 +55,7 @@ def test_targets_compare_times_and_mark_missing_contestants(bench) -> None:
 
 
 def test_flops_count_real_matrix_products(bench) -> None:
-    wide, tiny, _ = bench.workloads(False)
+    wide, tiny, *_ = bench.workloads(False)
     # 784-256-128-10 on 60,000 samples: no input gradient for the first layer
     assert wide.flops == 60_000 * (4 * 784 * 256 + 6 * (256 * 128 + 128 * 10))
     assert wide.flops / 1e9 == pytest.approx(60.4, abs=0.05)
