@@ -136,31 +136,26 @@ def jobs_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: auto or a whole number") from None
 
 
-def finalists_arg(text: str) -> int | str:
-    """--finalists: auto or a whole number 0..MAX_FINALISTS."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_FINALISTS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not allowed; allowed: auto or a whole number 0..{MAX_FINALISTS:,}")
-    return value
+def auto_or_whole(low: int, high: int):
+    """An argparse type: "auto", or a whole number low..high."""
+
+    def parse(text: str) -> int | str:
+        if text == "auto":
+            return text
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not allowed; allowed: auto or a whole number {low}..{high:,}")
+        return value
+
+    return parse
 
 
-def cv_arg(text: str) -> int | str:
-    """--cv: auto or a whole number of folds 1..20."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 20:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: auto or a whole number 1..20")
-    return value
+cv_arg = auto_or_whole(1, 20)  # --cv: folds per trial
+finalists_arg = auto_or_whole(0, MAX_FINALISTS)  # --finalists
 
 
 def settings_from_args(args: argparse.Namespace):
