@@ -274,21 +274,19 @@ def mix64(z: np.uint64) -> np.uint64:
 
 @njit(cache=True, error_model="numpy")
 def dropout(h: np.ndarray, mask: np.ndarray, out: np.ndarray, keep: float, scale: float,
-            R: np.ndarray) -> None:
+            key: np.uint64, first: np.uint64) -> None:
     """Inverted dropout: mask = (u < keep) / keep, out = h * mask. u is the top 32 bits of
-    mix64(R[0] + (R[1] + element index) * GOLDEN); R[1] (uint64) advances by the elements
-    drawn, so every element of an epoch gets its own counter."""
+    mix64(key + (first + element index) * GOLDEN): ``first`` numbers the mask's first
+    element among all drawn in the epoch (forward: from the step and the layer's offset)."""
     zero = scale - scale
     threshold = np.uint64(keep * TWO32)
-    key, counter = R[0], R[1]
     n = h.shape[1]
     for s in range(h.shape[0]):
-        row = counter + np.uint64(s * n)
+        row = first + np.uint64(s * n)
         for j in range(n):
             u = mix64(key + (row + np.uint64(j)) * GOLDEN) >> S32
             mask[s, j] = scale if u < threshold else zero
             out[s, j] = h[s, j] * mask[s, j]
-    R[1] = counter + np.uint64(h.shape[0] * n)
 
 
 # ---------------------------------------------------------------- losses on logits
@@ -495,11 +493,12 @@ def forward(
     params: np.ndarray, x: np.ndarray, sizes: np.ndarray, w_off: np.ndarray,
     unit_off: np.ndarray, acts: np.ndarray, keep: np.ndarray, scale: np.ndarray,
     hp: np.ndarray, Z: np.ndarray, H: np.ndarray, M: np.ndarray, D: np.ndarray,
-    S: np.ndarray, train: bool, R: np.ndarray,
+    S: np.ndarray, train: bool, key: np.uint64, step: int,
 ) -> np.ndarray:
     """Forward pass of x (bs, n_in): z = a @ W + b per layer into Z; hidden layers
     h = f(z) into H, then with ``train`` d = h * mask into D under dropout (masks into M,
-    drawn with dropout's generator state R).
+    drawn from dropout's generator with the epoch's ``key``; ``step`` numbers the minibatch,
+    so every element of an epoch's masks gets its own counter).
     Returns the logits, a (bs, n_out) view of Z."""
     n_layers = w_off.shape[0]
     bs = x.shape[0]
@@ -518,7 +517,9 @@ def forward(
         a = h
         if train and keep[layer] < 1.0:
             d = view(D, unit_off[layer], bs, k_out)
-            dropout(h, view(M, unit_off[layer], bs, k_out), d, keep[layer], scale[layer], R)
+            first = np.uint64(step) * np.uint64(M.shape[0]) + np.uint64(unit_off[layer])
+            dropout(h, view(M, unit_off[layer], bs, k_out), d, keep[layer], scale[layer], key,
+                    first)
             a = d
     return view(Z, unit_off[n_layers - 1], bs, sizes[n_layers])
 
@@ -553,8 +554,7 @@ def train_epoch(
     n_layers = w_off.shape[0]
     n = order.shape[0]
     one, slope = hp[ONE], hp[SLOPE]
-    R = np.empty(2, np.uint64)  # dropout's generator: the epoch's key, the element counter
-    R[0], R[1] = mix64(np.uint64(max(seed, 0))), 0
+    key = mix64(np.uint64(max(seed, 0)))  # dropout's generator: the epoch's key
     total_loss = 0.0
     correct = 0
     n_in0, n_out = sizes[0], sizes[n_layers]
@@ -566,7 +566,7 @@ def train_epoch(
         tb = view(Tb, 0, bs, n_out)
         gather(T, order, start, bs, tb)
         logits = forward(params, xb, sizes, w_off, unit_off, acts, keep, scale, hp, Z, H, M,
-                         D, S, True, R)  # fmt: skip
+                         D, S, True, key, step)  # fmt: skip
 
         # loss on the logits and its gradient, into G1
         dz = view(G1, 0, bs, n_out)
@@ -633,11 +633,10 @@ def evaluate(
     n_out = sizes[w_off.shape[0]]
     total_loss = 0.0
     correct = 0
-    R = np.zeros(2, np.uint64)  # no dropout here: never drawn from
     for start in range(0, X.shape[0], batch):
         bs = min(batch, X.shape[0] - start)
         logits = forward(params, X[start : start + bs], sizes, w_off, unit_off, acts, keep,
-                         scale, hp, Z, H, Z, Z, S, False, R)  # fmt: skip
+                         scale, hp, Z, H, Z, Z, S, False, np.uint64(0), 0)  # fmt: skip
         loss_sum, hits = loss_and_grad(loss_code, logits, T[start : start + bs],
                                        view(G1, 0, bs, n_out), hp)  # fmt: skip
         total_loss += loss_sum
