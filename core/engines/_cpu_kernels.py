@@ -257,7 +257,7 @@ def activation_backward(
 # Dropout's generator: SplitMix64 of (the epoch's key + element counter x golden ratio), one
 # 64-bit hash per mask element, counter-based so the loop has no carried state and
 # vectorises (0.4 ns an element against 8.5 ns for np.random.random() in the loop, which
-# cost a digits epoch of a 499-unit layer ~5 ms of its ~20).
+# cost a digits epoch of a 499-unit layer at batch 32 ~4.4 ms of its 9.2).
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 MIX1, MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 S27, S30, S31, S32 = np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
