@@ -44,14 +44,19 @@ def ranking_key(trial, direction) -> tuple | None:
     return (sign * trial.value, loss, trial.number)
 
 
-def select_best(study):
-    """The best COMPLETE (and feasible) trial by ranking_key; None when no trial completed."""
+def ranked(study, n: int) -> list:
+    """The ``n`` best COMPLETE, feasible trials by ranking_key, best first."""
     from optuna.trial import TrialState
 
     keyed = [(ranking_key(t, study.direction), t)
              for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    keyed = [(k, t) for k, t in keyed if k is not None]
-    return min(keyed, key=lambda kt: kt[0])[1] if keyed else None
+    return [t for _, t in sorted((k, t) for k, t in keyed if k is not None)][:n]
+
+
+def select_best(study):
+    """The best COMPLETE (and feasible) trial by ranking_key; None when no trial completed."""
+    best = ranked(study, 1)
+    return best[0] if best else None
 
 
 def train_final(overrides: list[str], cv: int, out: Path) -> None:

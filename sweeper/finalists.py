@@ -26,6 +26,7 @@ import logging
 import math
 
 from .claim import Claimer, trial_info, trial_state
+from .final import ranked
 from .settings import StudySettings, create_study
 
 SOURCE = "source_trial"  # user attr of a finalist: the number of the trial it re-runs
@@ -45,15 +46,6 @@ def finalist_settings(settings: StudySettings) -> StudySettings:
         settings, name=finalist_name(settings.name, settings.finalist_folds), storage=storage,
         cv=settings.finalist_folds, finalists=0, sampler="random", pruner="none", trials=1,
         folder=settings.dir / "finalists", timeout=None)
-
-
-def ranked(study, n: int) -> list:
-    """The ``n`` best COMPLETE, feasible trials, best first (sweeper.final's rule)."""
-    from .final import ranking_key
-
-    trials = [t for t in study.get_trials(deepcopy=False) if trial_state(t) == "COMPLETE"]
-    keyed = [(ranking_key(t, study.direction), t) for t in trials]
-    return [t for key, t in sorted((k, t) for k, t in keyed if k is not None)][:n]
 
 
 def enqueue(settings: StudySettings, study) -> int:

@@ -75,6 +75,9 @@ def epochs_frame(study) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+HOLDOUT_SELECTION = "best value among complete trials, ties to the lower val_loss"
+
+
 def evaluate_best(study, study_dir: Path, *, with_baseline: bool = True) -> dict | None:
     """Select the best trial, put its final model in best/ and evaluate it once on the test
     split, next to the baseline (sweeper.final). With finalists (sweeper.finalists) the
@@ -86,7 +89,7 @@ def evaluate_best(study, study_dir: Path, *, with_baseline: bool = True) -> dict
     if best is None:
         return None
     cv = int(study.user_attrs.get("cv", 1))
-    chosen, extra = best, {"selection": "best value among complete trials, ties to the lower val_loss"}
+    chosen, extra = best, {"selection": HOLDOUT_SELECTION}
     if study.user_attrs.get("finalists"):
         chosen, best, cv, extra = _finalist_pick(study, best, cv)
     info = trial_info(chosen)
@@ -126,7 +129,7 @@ def _finalist_pick(study, best, cv: int):
     pick = select_best(fstudy) if fstudy is not None else None
     if pick is None:
         return best, best, cv, {
-            "selection": "best value among complete trials, ties to the lower val_loss",
+            "selection": HOLDOUT_SELECTION,
             "note": f"no finalist completed yet ({n} asked): the pick is the best hold-out trial; "
                     "run the same command to train the finalists"}
     source = {t.number: t for t in study.get_trials(deepcopy=False)}[pick.user_attrs[SOURCE]]
