@@ -187,8 +187,9 @@ def settings_from_args(args: argparse.Namespace):
     )
     check_space(settings, compose_experiment)
     cv = args.cv if args.cv is not None else (space.cv if space.cv is not None else "auto")
-    cfg = compose_experiment(space.overrides + list(args.overrides))[1]
-    settings.cv, settings.finalists = plan_cv(cv, args.finalists, cfg, len(goals))
+    settings.cv, settings.finalists = plan_cv(
+        cv, args.finalists, lambda: compose_experiment(space.overrides + list(args.overrides))[1],
+        len(goals))
     settings.__post_init__()  # checks cv and finalists
     return settings
 

@@ -96,10 +96,10 @@ class HydraStudy:
         )
         from app.compose import compose_experiment
 
-        cfg = compose_experiment(space.overrides + fixed)[1]
         settings.finalist_folds = int(c.get("finalist_folds", settings.finalist_folds))
-        settings.cv, settings.finalists = plan_cv(c.get("cv", "auto"), c.get("finalists", "auto"),
-                                                  cfg, len(goals))
+        settings.cv, settings.finalists = plan_cv(
+            c.get("cv", "auto"), c.get("finalists", "auto"),
+            lambda: compose_experiment(space.overrides + fixed)[1], len(goals))
         settings.__post_init__()
         return settings
 

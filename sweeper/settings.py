@@ -50,8 +50,9 @@ def small_data(cfg) -> bool:
     return len(ds.train.X) + len(ds.val.X) <= AUTO_CV_MAX_SAMPLES
 
 
-def plan_cv(cv: int | str, finalists: int | str, cfg, n_goals: int) -> tuple[int, int]:
-    """(folds per trial, finalists) for --cv and --finalists, each a number or "auto".
+def plan_cv(cv: int | str, finalists: int | str, experiment, n_goals: int) -> tuple[int, int]:
+    """(folds per trial, finalists) for --cv and --finalists, each a number or "auto";
+    ``experiment()`` composes the study's ExperimentConfig, called only for --cv auto.
 
     --cv auto on small data (small_data): hold-out trials and AUTO_FINALISTS finalists, or,
     with several objectives (a front, not one pick), AUTO_FOLDS-fold trials; on larger data
@@ -59,7 +60,7 @@ def plan_cv(cv: int | str, finalists: int | str, cfg, n_goals: int) -> tuple[int
     finalists unless --finalists asks for them. Finalists re-rank hold-out trials by one
     objective; asked for otherwise: ConfigError naming --finalists."""
     auto = cv == "auto"
-    small = auto and small_data(cfg)
+    small = auto and small_data(experiment())
     if auto:
         cv = AUTO_FOLDS if small and n_goals > 1 else 1
     if finalists == "auto":

@@ -139,13 +139,16 @@ def test_report_without_finalists_yet_keeps_the_hold_out_pick(tmp_path):
 
 
 def test_plan_cv(monkeypatch):
-    cfg = compose_experiment(["data=moons"])[1]
+    def cfg():
+        return compose_experiment(["data=moons"])[1]
+
     assert plan_cv("auto", "auto", cfg, 1) == (1, AUTO_FINALISTS)  # small data
     assert plan_cv("auto", "auto", cfg, 2) == (AUTO_FOLDS, 0)  # a front: every trial K-fold
     assert plan_cv("auto", 4, cfg, 1) == (1, 4)
     assert plan_cv(1, "auto", cfg, 1) == (1, 0)  # an explicit hold-out search stays plain
     assert plan_cv(1, 7, cfg, 1) == (1, 7)
     assert plan_cv(5, "auto", cfg, 1) == (5, 0)
+    assert plan_cv(3, "auto", lambda: pytest.fail("composed for an explicit --cv"), 1) == (3, 0)
     monkeypatch.setattr(settings_mod, "small_data", lambda cfg: False)
     assert plan_cv("auto", "auto", cfg, 1) == (1, 0)  # large data: the hold-out split is trusted
     assert plan_cv("auto", "auto", cfg, 2) == (1, 0)
