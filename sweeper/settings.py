@@ -169,11 +169,12 @@ PRUNER_WARMUP = 5
 def make_pruner(name: str):
     import optuna.pruners as P
 
+    from .pruning import SteadyPercentilePruner as Percentile  # Optuna's, kept between reports
+
     return {
         "none": P.NopPruner,
-        "median": lambda: P.MedianPruner(n_startup_trials=5, n_warmup_steps=PRUNER_WARMUP),
-        "percentile": lambda: P.PercentilePruner(25.0, n_startup_trials=5,
-                                                  n_warmup_steps=PRUNER_WARMUP),
+        "median": lambda: Percentile(50.0, n_startup_trials=5, n_warmup_steps=PRUNER_WARMUP),
+        "percentile": lambda: Percentile(25.0, n_startup_trials=5, n_warmup_steps=PRUNER_WARMUP),
         "hyperband": lambda: P.HyperbandPruner(min_resource=1),
         "halving": lambda: P.SuccessiveHalvingPruner(min_resource=1),
     }[name]()
