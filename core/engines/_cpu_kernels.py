@@ -23,7 +23,9 @@ per-element check that would also stop the loops from vectorising (Adam ran 9x s
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import carray, njit
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from ..config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES
 
@@ -36,6 +38,39 @@ CROSS_ENTROPY, BCE, MSE = _LOSS["cross_entropy"], _LOSS["bce"], _LOSS["mse"]
 # overhead (~1 us) dominate tiny layers such as 32 x 16 x 16.
 BLAS_MIN_FMAS = 32 * 64 * 64
 
+# ---------------------------------------------------------------- views without references
+# The step works on views of its workspaces and of the flat parameter vectors: dozens per
+# step. A numba slice or reshape is an array that shares its parent's memory record, so
+# each costs an atomic reference-count increment and decrement (and a reshape a call into
+# numba's helper library): 19 % of a tiny step. ``view`` and ``vec`` build the array from the
+# address instead (``carray``): no record, no count, no call. They are only ever taken of
+# C-contiguous 1-D buffers that the caller holds for the whole compiled call.
+
+
+@intrinsic
+def _address(typingctx, address):
+    """void* of an integer address."""
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return types.voidptr(address), codegen
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def view(buf: np.ndarray, offset: int, rows: int, cols: int) -> np.ndarray:
+    """(rows, cols) C-contiguous view of the 1-D buffer buf from element ``offset``; no copy,
+    no reference (see above)."""
+    return carray(_address(buf.ctypes.data + offset * buf.itemsize), (rows, cols), buf.dtype)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def vec(buf: np.ndarray, offset: int, n: int) -> np.ndarray:
+    """buf[offset:offset + n] of a 1-D buffer as ``view`` builds it."""
+    return carray(_address(buf.ctypes.data + offset * buf.itemsize), (n,), buf.dtype)
+
+
+# ---------------------------------------------------------------- matrix products
 # ---------------------------------------------------------------- matrix products
 # Small products run as loops whose innermost loop runs along the output row. FAST allows
 # fused multiply-adds (one rounding instead of two) and nothing else.
@@ -103,11 +138,11 @@ def dense_forward(A: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray,
         add_bias(out, b)
         return
     if n < 8:  # rows too short to vectorise (an output layer): out.T = W.T @ A.T along m
-        A_t = scratch[: k * m].reshape(k, m)
+        A_t = view(scratch, 0, k, m)
         for i in range(m):
             for p in range(k):
                 A_t[p, i] = A[i, p]
-        out_t = scratch[k * m : (k + n) * m].reshape(n, m)
+        out_t = view(scratch, k * m, n, m)
         for j in range(n):
             for i in range(m):
                 out_t[j, i] = b[j]
@@ -135,7 +170,7 @@ def mm_tn(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) ->
         fill(out, 0.0)
         acc_nn(A.T, B, out)
         return
-    out_t = scratch[: n * k].reshape(n, k)  # narrow output: accumulate out.T = B.T @ A
+    out_t = view(scratch, 0, n, k)  # narrow output: accumulate out.T = B.T @ A
     fill(out_t, 0.0)
     acc_nn(B.T, A, out_t)
     for i in range(k):
@@ -152,7 +187,7 @@ def mm_nt(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) ->
     if m * k * n >= BLAS_MIN_FMAS:
         np.dot(A, B.T, out)
         return
-    B_t = scratch[: n * k].reshape(n, k)  # (n, k): W.T made contiguous, cheaper than strides
+    B_t = view(scratch, 0, n, k)  # (n, k): W.T made contiguous, cheaper than strides
     for i in range(k):
         for j in range(n):
             B_t[j, i] = B[i, j]
@@ -391,14 +426,6 @@ HP_NAMES = ("one", "slope", "mu", "beta1", "one_minus_beta1", "beta2", "one_minu
  SCRATCH) = range(len(HP_NAMES))  # fmt: skip
 
 
-@njit(cache=True, error_model="numpy", inline="always")
-def view(buf: np.ndarray, offset: int, rows: int, cols: int) -> np.ndarray:
-    """(rows, cols) C-contiguous view of buf[offset:]; no copy. Inlined by numba itself: as a
-    call, each view cost a call plus a reference-count increment and decrement (15 % of a
-    tiny step)."""
-    return buf[offset : offset + rows * cols].reshape(rows, cols)
-
-
 @njit(cache=True, error_model="numpy", inline=INLINE)
 def gather(X: np.ndarray, order: np.ndarray, start: int, bs: int, out: np.ndarray) -> None:
     """out (bs, cols) = X[order[start:start + bs]]."""
@@ -481,11 +508,14 @@ def update(code: int, p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray
 
 @njit(cache=True, error_model="numpy", inline=INLINE)
 def update_layer(code: int, params: np.ndarray, grad: np.ndarray, m: np.ndarray,
-                 v: np.ndarray, lo: int, n_w: int, hi: int, hp: np.ndarray) -> None:
-    """L1/L2 on the weights params[lo:lo + n_w], then the optimizer step on params[lo:hi]."""
-    if hp[L1] != 0 or hp[L2] != 0:
-        penalize(params[lo : lo + n_w], grad[lo : lo + n_w], hp[L1], hp[L2])
-    update(code, params[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi], n_w, hp)
+                 v: np.ndarray, lo: int, n_w: int, hi: int, hp: np.ndarray,
+                 penalties: bool = True) -> None:
+    """L1/L2 on the weights params[lo:lo + n_w] (unless done already), then the optimizer
+    step on params[lo:hi]."""
+    if penalties and (hp[L1] != 0 or hp[L2] != 0):
+        penalize(vec(params, lo, n_w), vec(grad, lo, n_w), hp[L1], hp[L2])
+    n = hi - lo
+    update(code, vec(params, lo, n), vec(grad, lo, n), vec(m, lo, n), vec(v, lo, n), n_w, hp)
 
 
 @njit(cache=True, error_model="numpy")
@@ -507,7 +537,7 @@ def forward(
     for layer in range(n_layers):
         k_in, k_out = sizes[layer], sizes[layer + 1]
         W = view(params, w_off[layer], k_in, k_out)
-        b = params[w_off[layer] + k_in * k_out : w_off[layer] + k_in * k_out + k_out]
+        b = vec(params, w_off[layer] + k_in * k_out, k_out)
         z = view(Z, unit_off[layer], bs, k_out)
         dense_forward(a, W, b, z, S)
         if layer == n_layers - 1:
@@ -590,7 +620,7 @@ def train_epoch(
             w0 = w_off[layer]
             n_w = k_in * k_out
             mm_tn(a_prev, dz, view(grad, w0, k_in, k_out), S)
-            column_sums(dz, grad[w0 + n_w : w0 + n_w + k_out])
+            column_sums(dz, vec(grad, w0 + n_w, k_out))
             if layer > 0:
                 da = view(other, 0, bs, k_in)
                 mm_nt(dz, view(params, w0, k_in, k_out), da, S)
@@ -610,12 +640,12 @@ def train_epoch(
             for layer in range(n_layers):
                 w0, n_w = w_off[layer], sizes[layer] * sizes[layer + 1]
                 if hp[L1] != 0 or hp[L2] != 0:
-                    penalize(params[w0 : w0 + n_w], grad[w0 : w0 + n_w], hp[L1], hp[L2])
+                    penalize(vec(params, w0, n_w), vec(grad, w0, n_w), hp[L1], hp[L2])
             clip_global_norm(grad, clip, hp)
             for layer in range(n_layers):
                 w0, n_w = w_off[layer], sizes[layer] * sizes[layer + 1]
-                hi = w0 + n_w + sizes[layer + 1]
-                update(opt_code, params[w0:hi], grad[w0:hi], m[w0:hi], v[w0:hi], n_w, hp)
+                update_layer(opt_code, params, grad, m, v, w0, n_w, w0 + n_w + sizes[layer + 1],
+                             hp, False)
     return total_loss, correct
 
 
