@@ -134,13 +134,19 @@ def init_params(
             std = np.sqrt(1.0 / fan_in)
         else:  # xavier / xavier_uniform (Glorot's "normalized" init)
             std = np.sqrt(2.0 / (fan_in + fan_out))
+        # drawn into place: the values of rng.uniform(-a, a) (-a + 2a * u) and rng.normal(0,
+        # std) (0 + std * z) from the same stream, without their temporaries (~2 of 4 ms
+        # for the 170k weights of a 64-345-422-10 net)
+        W = params[w:b]
         if uniform:
             # U(-a, a) has std a / sqrt(3); init=random uses scale as the half-width
             limit = scale if init == "random" else std * np.sqrt(3.0)
-            values = rng.uniform(-limit, limit, size=fan_in * fan_out)
+            rng.random(out=W)
+            W *= limit - -limit
+            W += -limit
         else:
-            values = rng.normal(0.0, std, size=fan_in * fan_out)
-        params[w:b] = values
+            rng.standard_normal(out=W)
+            W *= std
     return params.astype(dtype)
 
 
