@@ -21,12 +21,13 @@ Trainer = Callable[[np.ndarray, np.ndarray, np.ndarray, tuple, int, int, float, 
 def train_nnsweep(engine_name: str) -> Trainer:
     """nnsweep through its engine API: one ``train_epoch`` call per epoch."""
 
-    def train(X, y, Y, sizes, batch, epochs, lr, seed, dropout: float = 0.0) -> float:
+    def train(X, y, Y, sizes, batch, epochs, lr, seed, dropout: float = 0.0,
+              activation: str = "relu") -> float:
         from core import network as N
         from core.config import OptimizerConfig, RegularizationConfig
         from core.engines import engine_class
 
-        hidden = tuple(N.LayerSpec(u, "relu", dropout) for u in sizes[1:-1])
+        hidden = tuple(N.LayerSpec(u, activation, dropout) for u in sizes[1:-1])
         output = N.LayerSpec(sizes[-1], "softmax")
         spec = N.NetworkSpec(sizes[0], hidden + (output,), "cross_entropy")
         params = N.init_params(spec, init="he", seed=seed, dtype="float32")

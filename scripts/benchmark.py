@@ -8,7 +8,8 @@ Three workloads (issues #6, #17), identical synthetic float32 data, Adam, ReLU, 
   tiny    2-16-16-2 on moons (2,000 samples), batch 32, 200 epochs
   digits  64-256-10, batch 64, 40 epochs of 1,222 samples: the median trial of the default
           search space (one fold of digits), run with one thread as a search worker runs it;
-          digits-dropout the same with dropout 0.25 (the space's median), nnsweep's engines only
+          digits-dropout the same with dropout 0.25 (the space's median), digits-tanh with tanh
+          (a third of the space's activations), both nnsweep's engines only
 ``--before REV`` adds the contestant "nnsweep cpu @REV": the CPU engine of another git
 revision (exported with ``git archive``), measured in the same run.
 Every contestant runs in its own process, ``--repeats`` times in each of ``--passes`` passes
@@ -54,6 +55,7 @@ class Workload:
     epochs: int
     lr: float = 1e-3
     dropout: float = 0.0  # on every hidden layer; only nnsweep's engines run such a workload
+    activation: str = "relu"  # of the hidden layers; other than relu: nnsweep's engines only
 
     @property
     def n_params(self) -> int:
@@ -72,6 +74,7 @@ class Workload:
     def label(self) -> str:
         arch = "-".join(map(str, self.sizes))
         drop = f" dropout {self.dropout:g}" if self.dropout else ""
+        drop += f" {self.activation}" if self.activation != "relu" else ""
         return f"{self.name} {arch} b{self.batch} n{self.n} x{self.epochs}ep{drop}"
 
 
@@ -87,12 +90,13 @@ def workloads(quick: bool) -> list[Workload]:
         Workload("digits", (64, 256, 10), 1_222, 64, 4 if quick else 40),
         # the default space samples dropout from [0, 0.5]: its median trial drops a quarter
         Workload("digits-dropout", (64, 256, 10), 1_222, 64, 4 if quick else 40, dropout=0.25),
+        Workload("digits-tanh", (64, 256, 10), 1_222, 64, 4 if quick else 40, activation="tanh"),
     ]
 
 
 # a search worker holds digits-sized nets at one BLAS thread (core/experiment.py
 # blas_threads); every contestant of that workload gets one thread
-SINGLE_THREADED = {"digits", "digits-dropout"}
+SINGLE_THREADED = {"digits", "digits-dropout", "digits-tanh"}
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -247,12 +251,13 @@ def worker(workload: str, name: str, quick: bool, repeats: int) -> dict:
     """Time one contestant on one workload (runs in its own process: see run())."""
     wl = next(w for w in workloads(quick) if w.name == workload)
     trainer, note = trainer_of(name)
-    if wl.dropout and not name.startswith("nnsweep"):
-        return {"note": "not run: dropout workloads compare nnsweep's engines only"}
+    variant = wl.dropout or wl.activation != "relu"
+    if variant and not name.startswith("nnsweep"):
+        return {"note": "not run: dropout and tanh workloads compare nnsweep's engines only"}
     if trainer is None:
         return {"note": note}
-    if wl.dropout:
-        trainer = functools.partial(trainer, dropout=wl.dropout)
+    if variant:
+        trainer = functools.partial(trainer, dropout=wl.dropout, activation=wl.activation)
     X, y, Y = make_data(wl)
     warm = wl.batch * 2  # warm-up: compile or cache load, imports, thread pools
     trainer(X[:warm], y[:warm], Y[:warm], wl.sizes, wl.batch, 1, wl.lr, 0)

@@ -24,14 +24,16 @@ def test_workloads_count_the_parameters_of_the_network(bench, quick: bool) -> No
         output = N.LayerSpec(wl.sizes[-1], "softmax")
         spec = N.NetworkSpec(wl.sizes[0], hidden + (output,), "cross_entropy")
         assert wl.n_params == spec.n_params
-    wide, tiny, digits, dropped = bench.workloads(False)
+    wide, tiny, digits, dropped, tanh = bench.workloads(False)
     assert (wide.sizes, wide.n, wide.batch, wide.epochs) == ((784, 256, 128, 10), 60_000, 128, 1)
     assert (tiny.sizes, tiny.n, tiny.batch, tiny.epochs) == ((2, 16, 16, 2), 2_000, 32, 200)
     assert (digits.sizes, digits.batch) == ((64, 256, 10), 64)
     assert (tiny.steps, digits.steps) == (63 * 200, 20 * 40)  # ragged last batches count
     assert (dropped.sizes, dropped.steps, dropped.dropout, digits.dropout) == (digits.sizes, digits.steps, 0.25, 0.0)
     assert dropped.label().endswith("dropout 0.25")
-    assert bench.SINGLE_THREADED == {"digits", "digits-dropout"}
+    assert (tanh.sizes, tanh.steps, tanh.activation, tanh.dropout) == (digits.sizes, digits.steps, "tanh", 0.0)
+    assert tanh.label().endswith(" tanh") and digits.activation == "relu"
+    assert bench.SINGLE_THREADED == {"digits", "digits-dropout", "digits-tanh"}
 
 
 def test_targets_compare_times_and_mark_missing_contestants(bench) -> None:
