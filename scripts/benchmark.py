@@ -397,7 +397,7 @@ def plot(df, info: dict, path: Path) -> None:
 
     measured = df.dropna(subset=["seconds"])
     grid = sns.catplot(data=measured, kind="bar", x="samples_per_s", y="implementation",
-                       col="workload", sharex=False, height=3.2, aspect=1.6,
+                       col="workload", col_wrap=3, sharex=False, height=3.2, aspect=1.6,
                        color="tab:blue")  # fmt: skip
     for ax, (_, part) in zip(grid.axes.flat, measured.groupby("workload", sort=False)):
         ax.set_xscale("log")  # bars start at the decade below the slowest contestant
