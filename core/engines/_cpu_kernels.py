@@ -262,6 +262,33 @@ def tanh_rows(z: np.ndarray, h: np.ndarray) -> None:
             h[s, j] = np.copysign(th, tx)
 
 
+# sigmoid the same way: e = exp(-|x|) = 2^-n exp(-r) with n = round(|x| / ln 2) (|x| capped at
+# 745, where exp underflows to 0 in float64) and r as for tanh, then 1 / (1 + e) or
+# e / (1 + e) as the libm version computes them: within 4 ulp of the exact value in float64
+# (1.5 ns an element; libm's expf took ~2.4, a digits step of a 256-unit sigmoid layer
+# 124 us against 84 with relu)
+POW2_NEG = np.array([2.0**-k for k in range(1100)])  # 2^-n, 0 from n = 1075
+
+
+@njit(cache=True, error_model="numpy")
+def sigmoid_rows(z: np.ndarray, h: np.ndarray) -> None:
+    """h = sigmoid(z) for z, h (batch, units), as described above (not inlined, as tanh_rows)."""
+    m, n = z.shape
+    for s in range(m):
+        for j in range(n):
+            sx = np.float64(z[s, j])
+            ax = abs(sx)
+            y = ax if ax < 745.0 else 745.0  # noqa: FURB136 (NaN -> 745; restored below)
+            k = np.int64(y * INV_LN2 + 0.5)  # y >= 0: round half up
+            r = (k * LN2_HI - y) + k * LN2_LO  # -y = -k ln 2 + r
+            # exp(r), |r| <= ln 2 / 2
+            e_r = C0 + r * (C1 + r * (C2 + r * (C3 + r * (C4 + r * (C5 + r * (C6 + r * (
+                C7 + r * (C8 + r * (C9 + r * (C10 + r * (C11 + r * (C12 + r * C13))))))))))))  # fmt: skip
+            e = POW2_NEG[k] * e_r
+            sg = 1.0 / (1.0 + e) if sx >= 0.0 else e / (1.0 + e)
+            h[s, j] = sg if ax == ax else ax  # noqa: PLR0124 (NaN stays NaN)
+
+
 @njit(cache=True, error_model="numpy", inline=INLINE)
 def activate(code: int, z: np.ndarray, h: np.ndarray, one: float, slope: float) -> None:
     """h = f(z) for z, h (batch, units); one and slope carry the array dtype. One loop per
@@ -290,11 +317,7 @@ def activate(code: int, z: np.ndarray, h: np.ndarray, one: float, slope: float) 
                 x = z[s, j]
                 h[s, j] = x if x > zero else x * slope
     elif code == SIGMOID:
-        for s in range(m):
-            for j in range(n):
-                x = z[s, j]
-                e = np.exp(-abs(x))  # exp of a non-positive number only
-                h[s, j] = one / (one + e) if x >= zero else e / (one + e)
+        sigmoid_rows(z, h)
     elif code == TANH:
         tanh_rows(z, h)
     else:  # linear
