@@ -63,9 +63,12 @@ def install() -> bool:
     """Replace Optuna's per-element truncated-normal helpers by SciPy's and its group
     decomposition by the incremental one, each where it agrees (idempotent). Returns
     whether the helpers are replaced."""
-    _install_calculate()
-    _install_rows()
-    _install_split()
+    try:
+        patches = _patches()
+    except ImportError:  # a later Optuna moved them: TPE runs as shipped
+        patches = []
+    for owner, name, fast, agrees, store in patches:
+        _swap(owner, name, fast, agrees, store)
     if _REPLACED:
         return True
     try:
@@ -90,33 +93,39 @@ def uninstall() -> None:
     for name, original in _REPLACED.items():
         setattr(_truncnorm, name, original)
     _REPLACED.clear()
-    if _CALCULATE:
-        from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
-
-        _GroupDecomposedSearchSpace.calculate = _CALCULATE.pop()
-    if _ROWS:
-        from optuna.samplers import TPESampler
-
-        TPESampler._get_internal_repr = _ROWS.pop()
-    if _SPLIT:
-        from optuna.samplers._tpe import sampler
-
-        sampler._split_trials = _SPLIT.pop()
-        _LAST_SPLIT.clear()
+    if _CALCULATE or _ROWS or _SPLIT:  # (their modules exist then)
+        for owner, name, _, _, store in _patches():
+            if store:
+                setattr(owner, name, store.pop())
+    _LAST_SPLIT.clear()
 
 
-def _install_split() -> bool:
-    if _SPLIT:
+def _patches() -> list[tuple]:
+    """(owner, attribute, our replacement, its check against Optuna's own, the list that
+    holds Optuna's own while replaced) of the three per-ask patches."""
+    from optuna.samplers import TPESampler
+    from optuna.samplers._tpe import sampler
+    from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace as G
+
+    return [
+        (G, "calculate", incremental_calculate,
+         lambda original: _calculate_agrees(G, original, incremental_calculate), _CALCULATE),
+        (TPESampler, "_get_internal_repr", cached_internal_repr,
+         lambda original: _rows_agree(original, cached_internal_repr), _ROWS),
+        (sampler, "_split_trials", remembered_split, _split_agrees, _SPLIT),
+    ]  # fmt: skip
+
+
+def _swap(owner, name: str, fast, agrees, store: list) -> bool:
+    """Put ``fast`` at ``owner.name`` if ``agrees(Optuna's own)``, keeping Optuna's own in
+    ``store`` (once: True when ours is in place)."""
+    if store:
         return True
-    try:
-        from optuna.samplers._tpe import sampler
-    except ImportError:
+    original = getattr(owner, name, None)
+    if original is None or not agrees(original):
         return False
-    original = getattr(sampler, "_split_trials", None)
-    if original is None or not _split_agrees(original):
-        return False
-    _SPLIT.append(original)
-    sampler._split_trials = remembered_split
+    store.append(original)
+    setattr(owner, name, fast)
     return True
 
 
@@ -159,19 +168,6 @@ def _split_agrees(original) -> bool:
     finally:
         _SPLIT.clear()
         _LAST_SPLIT.clear()
-    return True
-
-
-def _install_rows() -> bool:
-    if _ROWS:
-        return True
-    from optuna.samplers import TPESampler
-
-    original = getattr(TPESampler, "_get_internal_repr", None)
-    if original is None or not _rows_agree(original, cached_internal_repr):
-        return False
-    _ROWS.append(original)
-    TPESampler._get_internal_repr = cached_internal_repr
     return True
 
 
@@ -291,21 +287,6 @@ def incremental_calculate(self, study, use_cache: bool = False):
     group = _SearchSpaceGroup()
     group._search_spaces = [dict(space) for space in self._nnsweep_copy]
     return group
-
-
-def _install_calculate() -> bool:
-    if _CALCULATE:
-        return True
-    try:
-        from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
-    except ImportError:
-        return False
-    original = _GroupDecomposedSearchSpace.calculate
-    if not _calculate_agrees(_GroupDecomposedSearchSpace, original, incremental_calculate):
-        return False
-    _CALCULATE.append(original)
-    _GroupDecomposedSearchSpace.calculate = incremental_calculate
-    return True
 
 
 def _calculate_agrees(cls, original, fast) -> bool:
