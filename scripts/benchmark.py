@@ -73,9 +73,9 @@ class Workload:
 
     def label(self) -> str:
         arch = "-".join(map(str, self.sizes))
-        drop = f" dropout {self.dropout:g}" if self.dropout else ""
-        drop += f" {self.activation}" if self.activation != "relu" else ""
-        return f"{self.name} {arch} b{self.batch} n{self.n} x{self.epochs}ep{drop}"
+        extra = f" dropout {self.dropout:g}" if self.dropout else ""
+        extra += f" {self.activation}" if self.activation != "relu" else ""
+        return f"{self.name} {arch} b{self.batch} n{self.n} x{self.epochs}ep{extra}"
 
 
     @property
