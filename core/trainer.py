@@ -109,7 +109,10 @@ def fit_folds(
         fold.engine.set_train_data(fold.X_train, fold.T_train)
     sizes = [len(fold.X_train) for fold in folds]
     steps = [n_batches(n, tr.batch_size) for n in sizes]
-    rngs = [np.random.default_rng(fold.seed) for fold in folds]  # batch order per fold
+    from .shuffle import Permutations  # numba: imported where training starts
+
+    # batch order per fold: rng.permutation(n) of default_rng(seed), compiled
+    rngs = [Permutations(fold.seed) for fold in folds]
     replay = base_lrs is not None and sch.name == "plateau"
     plateau = ReduceLROnPlateau(sch, cfg.optimizer.lr) if sch.name == "plateau" else None
     mode = monitor_mode(es.monitor, es.mode)
@@ -132,7 +135,7 @@ def fit_folds(
         finite = True
         for fold, n, n_steps, rng in zip(folds, sizes, steps, rngs):
             lrs = epoch_lrs(epoch, n_steps, sch, base_lr, tr.epochs)
-            order = rng.permutation(n)
+            order = rng(n)
             train_loss, train_acc = fold.engine.train_epoch(order, lrs, tr.batch_size)
             val_loss, val_acc = fold.engine.evaluate(fold.X_val, fold.T_val)
             per_fold.append((train_loss, train_acc, val_loss, val_acc))

@@ -26,6 +26,7 @@ def train_nnsweep(engine_name: str) -> Trainer:
         from core import network as N
         from core.config import OptimizerConfig, RegularizationConfig
         from core.engines import engine_class
+        from core.shuffle import Permutations
 
         hidden = tuple(N.LayerSpec(u, activation, dropout) for u in sizes[1:-1])
         output = N.LayerSpec(sizes[-1], "softmax")
@@ -34,12 +35,12 @@ def train_nnsweep(engine_name: str) -> Trainer:
         opt = OptimizerConfig(name="adam", lr=lr)
         engine = engine_class(engine_name)(spec, params, opt, RegularizationConfig(), seed=seed)
         engine.set_train_data(X, Y)
-        rng = np.random.default_rng(seed)
+        order = Permutations(seed)  # the trainer's epoch orders (rng.permutation's arrays)
         n = len(X)
         lrs = np.full(-(-n // batch), lr)
         start = time.perf_counter()
         for _ in range(epochs):
-            engine.train_epoch(rng.permutation(n), lrs, batch)
+            engine.train_epoch(order(n), lrs, batch)
         seconds = time.perf_counter() - start
         engine.close()
         return seconds
