@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import itertools
+import os
+import pickle
 import re
+import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -145,7 +149,28 @@ def compose_experiment(
 
 
 def compose_config(overrides: list[str], *, config_name: str = "config") -> DictConfig:
-    """Compose conf/ with Hydra overrides, not yet validated (see compose_experiment)."""
+    """Compose conf/ with Hydra overrides, not yet validated (see compose_experiment).
+
+    A Hydra compose costs ~100 ms, and one search command used to run ~40 of them (settings,
+    each worker process's trials, the finalists, the report), most of them repeats. A
+    successful composition is kept: in the process, and on disk under ``cache_dir()`` keyed
+    by the overrides and a fingerprint of everything it depends on (every file under conf/
+    and hydra_plugins/, the schema and this module, the Hydra, OmegaConf and Python
+    versions), so another process or the next run reads it back (~0.5 ms). Each caller gets
+    its own copy. Errors are never kept: they are raised by a fresh compose every time."""
+    key = (config_name, *overrides)
+    data = _MEMO.get(key)
+    if data is None:
+        data = _disk_get(key)
+        if data is None:
+            data = pickle.dumps(_compose(overrides, config_name), protocol=pickle.HIGHEST_PROTOCOL)
+            _disk_put(key, data)
+        if len(_MEMO) < 512:
+            _MEMO[key] = data
+    return pickle.loads(data)
+
+
+def _compose(overrides: list[str], config_name: str) -> DictConfig:
     register()
     backup = get_gh_backup()
     GlobalHydra.instance().clear()
@@ -157,6 +182,72 @@ def compose_config(overrides: list[str], *, config_name: str = "config") -> Dict
     finally:
         restore_gh_from_backup(backup)
     return cfg
+
+
+_MEMO: dict[tuple[str, ...], bytes] = {}  # (config name, *overrides) -> the pickled config
+CACHE_ENV = "NNSWEEP_CACHE_DIR"  # set to an empty string: no disk cache
+
+
+def cache_dir() -> Path | None:
+    """$NNSWEEP_CACHE_DIR, else $XDG_CACHE_HOME/nnsweep, else ~/.cache/nnsweep; None when
+    NNSWEEP_CACHE_DIR is set empty."""
+    if CACHE_ENV in os.environ:
+        return Path(os.environ[CACHE_ENV]) if os.environ[CACHE_ENV] else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "nnsweep"
+
+
+@functools.cache
+def _fingerprint() -> str:
+    """What a composition depends on besides its overrides: the files under conf/ and
+    hydra_plugins/ (path and bytes), the schema (core/config.py), this module, and the
+    versions of Hydra, OmegaConf and Python."""
+    import hydra
+    import omegaconf
+
+    import core.config
+
+    digest = hashlib.sha256(f"{hydra.__version__} {omegaconf.__version__} {sys.version}".encode())
+    files = [Path(core.config.__file__), Path(__file__)]
+    for root in (CONF_DIR, CONF_DIR.parent / "hydra_plugins"):
+        files += sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml", ".py"))
+    for path in files:
+        digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:32]
+
+
+def _disk_path(key: tuple[str, ...]) -> Path | None:
+    root = cache_dir()
+    if root is None:
+        return None
+    name = hashlib.sha256("\0".join((_fingerprint(), *key)).encode()).hexdigest()[:40]
+    return root / "compose" / f"{name}.pkl"
+
+
+def _disk_get(key: tuple[str, ...]) -> bytes | None:
+    """The cached pickle, or None (no cache, not there, unreadable, or not a config)."""
+    try:
+        path = _disk_path(key)
+        data = path.read_bytes() if path is not None else None
+        if data is not None and isinstance(pickle.loads(data), DictConfig):
+            return data
+    except Exception:  # noqa: BLE001 (a torn or foreign file, whatever unpickling raises)
+        return None  # composed afresh, and the file overwritten
+    return None
+
+
+def _disk_put(key: tuple[str, ...], data: bytes) -> None:
+    """Write atomically (temp file + rename); a cache that cannot be written is skipped."""
+    try:
+        path = _disk_path(key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 # What composing bad overrides raises: Hydra's and OmegaConf's errors, and a plain ValueError

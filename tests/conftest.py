@@ -11,3 +11,9 @@ import os
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# composed configs are cached on disk (app.compose.cache_dir): one folder per test session,
+# shared with the session's subprocesses, never the user's ~/.cache
+if "NNSWEEP_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["NNSWEEP_CACHE_DIR"] = tempfile.mkdtemp(prefix="nnsweep-test-cache-")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import optuna
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
 import sweeper.compose
 from app.compose import CONF_DIR, compose_config, compose_experiment
@@ -281,3 +283,72 @@ def test_float_texts_are_read_as_hydra_reads_them():
 ])
 def test_other_texts_are_left_to_hydras_parser(text):
     assert sweeper.compose._number_override(text) is None
+
+
+# ---------------------------------------------------------------- the compose cache
+
+
+@pytest.fixture
+def conf_copy(tmp_path, monkeypatch):
+    """compose_config on a copy of conf/ (editable), with an empty memo and disk cache."""
+    import shutil
+
+    import app.compose as C
+
+    copy = tmp_path / "conf"
+    shutil.copytree(C.CONF_DIR, copy)
+    monkeypatch.setattr(C, "CONF_DIR", copy)
+    monkeypatch.setenv(C.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(C, "_MEMO", {})
+    C._fingerprint.cache_clear()
+    yield copy
+    C._fingerprint.cache_clear()
+
+
+def _fresh(overrides):
+    import app.compose as C
+
+    C._MEMO.clear()
+    return compose_config(overrides)
+
+
+def test_a_cached_composition_equals_a_fresh_compose(conf_copy, tmp_path):
+    """Read back from disk in a 'new process' (empty memo): the same config, struct flag and
+    schema type as Hydra's own compose of the same overrides."""
+    import app.compose as C
+
+    overrides = ["hparams_search=default", "optimizer=adam", "optimizer.lr=0.02"]
+    first = compose_config(overrides)
+    assert len(list((tmp_path / "cache" / "compose").glob("*.pkl"))) == 1
+    cached = _fresh(overrides)
+    hydra_own = C._compose(overrides, "config")
+    for cfg in (first, cached):
+        assert OmegaConf.to_yaml(cfg) == OmegaConf.to_yaml(hydra_own)
+        assert OmegaConf.is_struct(cfg) and OmegaConf.get_type(cfg) is OmegaConf.get_type(hydra_own)
+    cached.optimizer.lr = 0.5  # each caller owns its copy
+    assert compose_config(overrides).optimizer.lr == 0.02
+
+
+def test_editing_a_conf_file_is_seen_by_the_next_process(conf_copy):
+    """The fingerprint covers the YAML files: an edited option composes afresh."""
+    import app.compose as C
+
+    assert compose_config(["optimizer=adam"]).optimizer.beta1 == 0.9
+    path = conf_copy / "optimizer" / "adam.yaml"
+    path.write_text(path.read_text().replace("beta1: 0.9", "beta1: 0.5"))
+    C._fingerprint.cache_clear()  # a new process computes it anew
+    assert _fresh(["optimizer=adam"]).optimizer.beta1 == 0.5
+
+
+def test_a_torn_cache_file_is_composed_again(conf_copy, tmp_path):
+    compose_config(["optimizer=sgd"])
+    (path,) = (tmp_path / "cache" / "compose").glob("*.pkl")
+    path.write_bytes(path.read_bytes()[:50])
+    assert _fresh(["optimizer=sgd"]).optimizer.name == "sgd"
+    assert isinstance(pickle.loads(path.read_bytes()), DictConfig)  # rewritten whole
+
+
+def test_errors_are_not_cached_and_read_the_same(conf_copy):
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="optimizer"):
+            compose_config(["optimizer=nonesuch"])
