@@ -193,7 +193,12 @@ def cache_dir() -> Path | None:
     NNSWEEP_CACHE_DIR is set empty."""
     if CACHE_ENV in os.environ:
         return Path(os.environ[CACHE_ENV]) if os.environ[CACHE_ENV] else None
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = Path.home() / ".cache"
+        except (RuntimeError, KeyError):  # no home directory: no disk cache
+            return None
     return Path(base) / "nnsweep"
 
 

@@ -352,3 +352,16 @@ def test_errors_are_not_cached_and_read_the_same(conf_copy):
     for _ in range(2):
         with pytest.raises(ConfigError, match="optimizer"):
             compose_config(["optimizer=nonesuch"])
+
+
+def test_an_unusable_cache_folder_only_costs_the_cache(conf_copy, tmp_path, monkeypatch):
+    """A cache path that cannot be a folder (here a file): every compose works, none kept."""
+    import app.compose as C
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv(C.CACHE_ENV, str(blocker / "cache"))
+    assert _fresh(["optimizer=adam"]).optimizer.name == "adam"
+    monkeypatch.setenv(C.CACHE_ENV, "")  # set empty: no disk cache at all
+    assert C.cache_dir() is None
+    assert _fresh(["optimizer=adam"]).optimizer.name == "adam"
