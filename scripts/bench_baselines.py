@@ -26,7 +26,6 @@ def train_nnsweep(engine_name: str) -> Trainer:
         from core import network as N
         from core.config import OptimizerConfig, RegularizationConfig
         from core.engines import engine_class
-        from core.shuffle import Permutations
 
         hidden = tuple(N.LayerSpec(u, activation, dropout) for u in sizes[1:-1])
         output = N.LayerSpec(sizes[-1], "softmax")
@@ -35,7 +34,12 @@ def train_nnsweep(engine_name: str) -> Trainer:
         opt = OptimizerConfig(name="adam", lr=lr)
         engine = engine_class(engine_name)(spec, params, opt, RegularizationConfig(), seed=seed)
         engine.set_train_data(X, Y)
-        order = Permutations(seed)  # the trainer's epoch orders (rng.permutation's arrays)
+        try:  # the trainer's epoch orders: rng.permutation's arrays, compiled
+            from core.shuffle import Permutations
+
+            order = Permutations(seed)
+        except ImportError:  # a revision before core.shuffle (--before): NumPy's own
+            order = np.random.default_rng(seed).permutation
         n = len(X)
         lrs = np.full(-(-n // batch), lr)
         start = time.perf_counter()
