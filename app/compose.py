@@ -13,6 +13,7 @@ The YAML files under conf/ only set values; defaults and ranges live in core.con
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -229,12 +230,17 @@ def _disk_path(key: tuple[str, ...]) -> Path | None:
     return root / "compose" / f"{name}.pkl"
 
 
+CACHE_FILES = 1000  # beyond this many kept compositions the least recently used half goes
+
+
 def _disk_get(key: tuple[str, ...]) -> bytes | None:
-    """The cached pickle, or None (no cache, not there, unreadable, or not a config)."""
+    """The cached pickle, or None (no cache, not there, unreadable, or not a config); a hit
+    is marked recently used (its modification time)."""
     try:
         path = _disk_path(key)
         data = path.read_bytes() if path is not None else None
         if data is not None and isinstance(pickle.loads(data), DictConfig):
+            os.utime(path)
             return data
     except Exception:  # noqa: BLE001 (a torn or foreign file, whatever unpickling raises)
         return None  # composed afresh, and the file overwritten
@@ -251,8 +257,21 @@ def _disk_put(key: tuple[str, ...], data: bytes) -> None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
+        _prune(path.parent)
     except OSError:
         pass
+
+
+def _prune(folder: Path) -> None:
+    """Keep the folder bounded: past CACHE_FILES files, delete the least recently used half
+    (full override lists of single runs and picks would otherwise add files forever)."""
+    entries = list(os.scandir(folder))
+    if len(entries) <= CACHE_FILES:
+        return
+    entries.sort(key=lambda e: e.stat().st_mtime)
+    for entry in entries[: len(entries) - CACHE_FILES // 2]:
+        with contextlib.suppress(OSError):  # another process removed it first
+            os.unlink(entry.path)
 
 
 # What composing bad overrides raises: Hydra's and OmegaConf's errors, and a plain ValueError

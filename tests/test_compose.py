@@ -365,3 +365,24 @@ def test_an_unusable_cache_folder_only_costs_the_cache(conf_copy, tmp_path, monk
     monkeypatch.setenv(C.CACHE_ENV, "")  # set empty: no disk cache at all
     assert C.cache_dir() is None
     assert _fresh(["optimizer=adam"]).optimizer.name == "adam"
+
+
+def test_the_disk_cache_keeps_the_recently_used_half(conf_copy, tmp_path, monkeypatch):
+    """Past CACHE_FILES files the least recently used go; a file read back counts as used."""
+    import os
+
+    import app.compose as C
+
+    monkeypatch.setattr(C, "CACHE_FILES", 4)
+    folder = tmp_path / "cache" / "compose"
+    names = ["sgd", "adam", "adamw", "momentum"]
+    for i, name in enumerate(names):
+        compose_config([f"optimizer={name}"])
+        path = C._disk_path(("config", f"optimizer={name}"))
+        os.utime(path, (1000 + i, 1000 + i))  # written in this order, a second apart
+    _fresh(["optimizer=sgd"])  # read back: now the most recently used
+    assert len(list(folder.glob("*.pkl"))) == 4
+    compose_config(["optimizer=nesterov"])  # the fifth: 3 least recently used go
+    left = {p.name for p in folder.glob("*.pkl")}
+    want = {C._disk_path(("config", f"optimizer={n}")).name for n in ("sgd", "nesterov")}
+    assert left == want
