@@ -223,8 +223,10 @@ def _fingerprint() -> str:
 
 
 def _disk_path(key: tuple[str, ...]) -> Path | None:
+    """The key's file; None without a cache, or when an override adds a config search path
+    (files outside conf/ that the fingerprint does not cover)."""
     root = cache_dir()
-    if root is None:
+    if root is None or any("searchpath" in text for text in key):
         return None
     name = hashlib.sha256("\0".join((_fingerprint(), *key)).encode()).hexdigest()[:40]
     return root / "compose" / f"{name}.pkl"

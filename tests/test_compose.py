@@ -386,3 +386,15 @@ def test_the_disk_cache_keeps_the_recently_used_half(conf_copy, tmp_path, monkey
     left = {p.name for p in folder.glob("*.pkl")}
     want = {C._disk_path(("config", f"optimizer={n}")).name for n in ("sgd", "nesterov")}
     assert left == want
+
+
+def test_a_config_search_path_is_never_cached_on_disk(conf_copy, tmp_path):
+    """Files found through hydra.searchpath lie outside the fingerprint: composed afresh."""
+    extra = tmp_path / "extra" / "optimizer"
+    extra.mkdir(parents=True)
+    (extra / "mine.yaml").write_text("name: sgd\nlr: 0.5\n")
+    overrides = ["optimizer=mine", f"hydra.searchpath=[file://{tmp_path / 'extra'}]"]
+    assert _fresh(overrides).optimizer.lr == 0.5
+    (extra / "mine.yaml").write_text("name: sgd\nlr: 0.25\n")
+    assert _fresh(overrides).optimizer.lr == 0.25
+    assert not list((tmp_path / "cache").rglob("*.pkl"))
