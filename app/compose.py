@@ -159,6 +159,7 @@ def compose_config(overrides: list[str], *, config_name: str = "config") -> Dict
     and hydra_plugins/, the schema and this module, the Hydra, OmegaConf and Python
     versions), so another process or the next run reads it back (~0.5 ms). Each caller gets
     its own copy. Errors are never kept: they are raised by a fresh compose every time."""
+    register()  # the schema and resolvers, as after a compose (idempotent, ~1 us)
     key = (config_name, *overrides)
     data = _MEMO.get(key)
     if data is None:
@@ -172,7 +173,6 @@ def compose_config(overrides: list[str], *, config_name: str = "config") -> Dict
 
 
 def _compose(overrides: list[str], config_name: str) -> DictConfig:
-    register()
     backup = get_gh_backup()
     GlobalHydra.instance().clear()
     try:
