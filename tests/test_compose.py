@@ -300,6 +300,7 @@ def conf_copy(tmp_path, monkeypatch):
     monkeypatch.setattr(C, "CONF_DIR", copy)
     monkeypatch.setenv(C.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(C, "_MEMO", {})
+    monkeypatch.setattr(C, "_STAMP", [None])
     C._fingerprint.cache_clear()
     yield copy
     C._fingerprint.cache_clear()
@@ -329,15 +330,19 @@ def test_a_cached_composition_equals_a_fresh_compose(conf_copy, tmp_path):
     assert compose_config(overrides).optimizer.lr == 0.02
 
 
-def test_editing_a_conf_file_is_seen_by_the_next_process(conf_copy):
-    """The fingerprint covers the YAML files: an edited option composes afresh."""
+def test_editing_a_conf_file_is_seen_by_this_process_and_the_next(conf_copy):
+    """The fingerprint covers the YAML files: an edited option composes afresh, in the
+    process that kept the old one (its memo) and in a new one (the disk)."""
     import app.compose as C
 
     assert compose_config(["optimizer=adam"]).optimizer.beta1 == 0.9
     path = conf_copy / "optimizer" / "adam.yaml"
     path.write_text(path.read_text().replace("beta1: 0.9", "beta1: 0.5"))
-    C._fingerprint.cache_clear()  # a new process computes it anew
-    assert _fresh(["optimizer=adam"]).optimizer.beta1 == 0.5
+    assert compose_config(["optimizer=adam"]).optimizer.beta1 == 0.5
+    path.write_text(path.read_text().replace("beta1: 0.5", "beta1: 0.25"))
+    C._STAMP[0] = C._stamp()  # a new process: no memo, the edit not seen by a stamp
+    C._fingerprint.cache_clear()
+    assert _fresh(["optimizer=adam"]).optimizer.beta1 == 0.25
 
 
 def test_a_torn_cache_file_is_composed_again(conf_copy, tmp_path):
