@@ -172,6 +172,10 @@ def write_report(study, study_dir: Path, *, plots: bool = True) -> dict:
         return _front_report(study, study_dir, plots)
     from .forked import Forked
 
+    if plots:  # imported here, before the fork: the child draws at once (~1 s earlier)
+        from .plots import _setup
+
+        _setup()
     tables = Forked(_write_tables_of, _contents(study), study_dir, plots)
     summary = evaluate_best(study, study_dir) or {}
     drawn = tables.result()
