@@ -23,13 +23,15 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: str | Path) -> Path:
-    """Save atomically (a viewer never reads half a PNG), close the figure; return the path."""
+def save_figure(fig, path: str | Path, *, tight: bool = True) -> Path:
+    """Save atomically (a viewer never reads half a PNG), close the figure; return the path.
+    ``tight`` trims the margins to what is drawn (which draws the figure twice); a figure
+    laid out with margins of its own passes False."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight" if tight else None)
     os.replace(tmp, path)
     plt.close(fig)
     return path
