@@ -164,14 +164,30 @@ def _focus(ax, values: pd.Series, maximize: bool) -> None:
 
 
 def plot_trial_curves(study, epochs: pd.DataFrame, path: Path) -> Path:
-    plt, sns = _setup()
+    """One line per trial, coloured by its state: a LineCollection per state (what seaborn's
+    lineplot with units draws, ~0.05 s instead of ~0.45 s for 200 trials)."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.lines import Line2D
+
+    plt, _ = _setup()
     metric = study.user_attrs.get("metric", "objective")
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if len(epochs):
         present = [s for s in STATE_COLORS if s in set(epochs["state"])]
-        sns.lineplot(data=epochs, x="epoch", y="value", hue="state", units="trial", estimator=None,
-                     hue_order=present, palette=STATE_COLORS, ax=ax, alpha=0.6, linewidth=1)
-    ax.set(ylabel=f"{metric} (reported each epoch)", title=f"{study.study_name}: learning curves by trial state")
+        handles = []
+        for state in present:
+            rows = epochs[epochs["state"] == state].sort_values(["trial", "epoch"])
+            lines = [g[["epoch", "value"]].to_numpy(dtype=float) for _, g in rows.groupby("trial")]
+            style = {"color": STATE_COLORS[state], "alpha": 0.6, "linewidth": 1}
+            ax.add_collection(LineCollection(lines, **{k + "s" if k != "alpha" else k: v
+                                                       for k, v in style.items()}))
+            handles.append(Line2D([], [], label=state, **style))
+        ax.autoscale_view()
+        # where rising (maximized) curves leave room; loc="best" ignores collections
+        up = study.direction.name == "MAXIMIZE"
+        ax.legend(handles=handles, title="state", loc="lower right" if up else "upper right")
+    ax.set(xlabel="epoch", ylabel=f"{metric} (reported each epoch)",
+           title=f"{study.study_name}: learning curves by trial state")
     return _save(fig, path)
 
 
