@@ -67,17 +67,17 @@ def enqueue(settings: StudySettings, study) -> int:
         return claimer.n_trials() - claimer.n_stale()
 
 
-def run_finalists(settings: StudySettings, study, *, progress: bool = True):
+def run_finalists(settings: StudySettings, study, *, progress: bool = True, while_waiting=None):
     """Train the study's ``settings.finalists`` best trials with ``settings.finalist_folds``
     folds (those not trained yet); returns the finalists' study, or None without finalists
-    or complete trials."""
+    or complete trials. ``while_waiting``: see sweeper.study.run_study."""
     if settings.finalists < 1 or not ranked(study, 1):
         return None
     from .study import run_study
 
     fin = finalist_settings(settings)
     fin.trials = enqueue(settings, study)
-    return run_study(fin, progress=progress, label="finalists")
+    return run_study(fin, progress=progress, label="finalists", while_waiting=while_waiting)
 
 
 def load_finalists(study):

@@ -180,9 +180,12 @@ def _spawn(settings: StudySettings, n: int) -> list:
     return procs
 
 
-def run_study(settings: StudySettings, *, progress: bool = True, label: str = "trials"):
+def run_study(settings: StudySettings, *, progress: bool = True, label: str = "trials",
+              while_waiting=None):
     """Create (once) or resume the study, run ``jobs`` workers, return the study.
-    ``label`` names the progress bar."""
+    ``label`` names the progress bar. ``while_waiting()`` runs once if this process runs
+    out of trials while other workers still run theirs (its CPU is idle then): the caller's
+    later work that can start early (search.py: importing the report's plotting)."""
     from .progress import StudyProgress
 
     study, _ = create_study(settings)  # created here, once, before any worker starts
@@ -199,6 +202,8 @@ def run_study(settings: StudySettings, *, progress: bool = True, label: str = "t
     try:
         with _one_blas_thread(settings.jobs > 1):
             worker_loop(settings, on_trial=update)
+        if while_waiting is not None and any(p.is_alive() for p in procs):
+            while_waiting()
         while any(p.is_alive() for p in procs):
             update(study)
             for p in procs:
