@@ -205,8 +205,8 @@ def _sources() -> list[Path]:
 
 
 def _stamp() -> tuple:
-    """(path, modification time, size) of the files _sources lists (and of any other file
-    beside them): cheap to take on every call (~0.3 ms), unlike reading them."""
+    """(path, modification time, size) of the files _sources lists: cheap to take on every
+    call (~0.3 ms), unlike reading them."""
     import core.config
 
     out = []
@@ -217,10 +217,14 @@ def _stamp() -> tuple:
     for root in (CONF_DIR, CONF_DIR.parent / "hydra_plugins"):
         for folder, _, names in os.walk(root):
             for name in names:
+                if not name.endswith((".yaml", ".yml", ".py")):
+                    continue
                 with contextlib.suppress(OSError):  # removed meanwhile
                     st = os.stat(os.path.join(folder, name))
                     out.append((folder, name, st.st_mtime_ns, st.st_size))
     return tuple(sorted(out, key=str))
+
+
 CACHE_ENV = "NNSWEEP_CACHE_DIR"  # set to an empty string: no disk cache
 
 
