@@ -203,7 +203,10 @@ def run_study(settings: StudySettings, *, progress: bool = True, label: str = "t
         with _one_blas_thread(settings.jobs > 1):
             worker_loop(settings, on_trial=update)
         if while_waiting is not None and any(p.is_alive() for p in procs):
-            while_waiting()
+            try:  # an optional head start: its failure is met again, and reported, later
+                while_waiting()
+            except Exception as e:  # noqa: BLE001
+                log.debug("while_waiting: %s", e)
         while any(p.is_alive() for p in procs):
             update(study)
             for p in procs:

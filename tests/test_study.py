@@ -206,3 +206,21 @@ def test_same_seed_one_worker_same_study(tmp_path):
         runs.append([(t.state.name, t.params, t.value) for t in study.trials])
     assert runs[0] == runs[1]
     assert len({str(params) for _, params, _ in runs[0]}) == 12
+
+
+def test_a_failing_while_waiting_does_not_stop_the_study(tmp_path):
+    """run_study's head start for later work is optional: if it raises, the study goes on
+    and reaches its exact total."""
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("no plotting here")
+
+    # two quick trials: this process finishes both while the spawned worker still imports
+    # (~1 s), so it waits for it, and the head start runs, once
+    s = settings(tmp_path, 2, jobs=2)
+    study = run_study(s, progress=False, while_waiting=broken)
+    assert len(study.trials) == 2
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert calls == [1]
