@@ -167,14 +167,16 @@ def compose_config(overrides: list[str], *, config_name: str = "config") -> Dict
         _STAMP[0] = stamp
     key = (config_name, *overrides)
     data = _MEMO.get(key)
-    if data is None:
-        data = _disk_get(key)
-        if data is None:
-            data = pickle.dumps(_compose(overrides, config_name), protocol=pickle.HIGHEST_PROTOCOL)
-            _disk_put(key, data)
-        if len(_MEMO) < 512:
-            _MEMO[key] = data
-    return pickle.loads(data)
+    if data is not None:
+        return pickle.loads(data)
+    data, cfg = _disk_get(key)
+    if cfg is None:
+        cfg = _compose(overrides, config_name)
+        data = pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL)
+        _disk_put(key, data)
+    if len(_MEMO) < 512:
+        _MEMO[key] = data
+    return cfg
 
 
 def _compose(overrides: list[str], config_name: str) -> DictConfig:
@@ -194,35 +196,27 @@ _MEMO: dict[tuple[str, ...], bytes] = {}  # (config name, *overrides) -> the pic
 _STAMP: list = [None]  # _stamp() when _MEMO was last valid
 
 
-def _sources() -> list[Path]:
-    """The files a composition depends on (see _fingerprint)."""
+def _sources() -> list[str]:
+    """The files a composition depends on besides Hydra itself: the schema (core/config.py),
+    this module, and the YAML and Python files under conf/ and hydra_plugins/ (sorted)."""
     import core.config
 
-    files = [Path(core.config.__file__), Path(__file__)]
+    files = [core.config.__file__, __file__]
     for root in (CONF_DIR, CONF_DIR.parent / "hydra_plugins"):
-        files += sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml", ".py"))
-    return files
+        for folder, _, names in os.walk(root):
+            files += [os.path.join(folder, n) for n in names if n.endswith((".yaml", ".yml", ".py"))]
+    return sorted(files)
 
 
 def _stamp() -> tuple:
-    """(path, modification time, size) of the files _sources lists: cheap to take on every
-    call (~0.3 ms), unlike reading them."""
-    import core.config
-
+    """(path, modification time, size) of every source file: cheap to take on every call
+    (~0.3 ms), unlike reading them."""
     out = []
-    for path in (core.config.__file__, __file__):
-        with contextlib.suppress(OSError):
+    for path in _sources():
+        with contextlib.suppress(OSError):  # removed meanwhile
             st = os.stat(path)
             out.append((path, st.st_mtime_ns, st.st_size))
-    for root in (CONF_DIR, CONF_DIR.parent / "hydra_plugins"):
-        for folder, _, names in os.walk(root):
-            for name in names:
-                if not name.endswith((".yaml", ".yml", ".py")):
-                    continue
-                with contextlib.suppress(OSError):  # removed meanwhile
-                    st = os.stat(os.path.join(folder, name))
-                    out.append((folder, name, st.st_mtime_ns, st.st_size))
-    return tuple(sorted(out, key=str))
+    return tuple(out)
 
 
 CACHE_ENV = "NNSWEEP_CACHE_DIR"  # set to an empty string: no disk cache
@@ -252,7 +246,7 @@ def _fingerprint() -> str:
 
     digest = hashlib.sha256(f"{hydra.__version__} {omegaconf.__version__} {sys.version}".encode())
     for path in _sources():
-        digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(path.encode() + b"\0" + Path(path).read_bytes() + b"\0")
     return digest.hexdigest()[:32]
 
 
@@ -269,18 +263,21 @@ def _disk_path(key: tuple[str, ...]) -> Path | None:
 CACHE_FILES = 1000  # beyond this many kept compositions the least recently used half goes
 
 
-def _disk_get(key: tuple[str, ...]) -> bytes | None:
-    """The cached pickle, or None (no cache, not there, unreadable, or not a config); a hit
-    is marked recently used (its modification time)."""
+def _disk_get(key: tuple[str, ...]) -> tuple[bytes | None, DictConfig | None]:
+    """(the cached pickle, the config read from it), or (None, None): no cache, not there,
+    unreadable, or not a config. A hit is marked recently used (its modification time)."""
     try:
         path = _disk_path(key)
-        data = path.read_bytes() if path is not None else None
-        if data is not None and isinstance(pickle.loads(data), DictConfig):
-            os.utime(path)
-            return data
-    except Exception:  # noqa: BLE001 (a torn or foreign file, whatever unpickling raises)
-        return None  # composed afresh, and the file overwritten
-    return None
+        if path is None:
+            return None, None
+        data = path.read_bytes()
+        cfg = pickle.loads(data)
+        if not isinstance(cfg, DictConfig):
+            return None, None
+        os.utime(path)
+        return data, cfg
+    except Exception:  # noqa: BLE001 (missing, torn or foreign: whatever reading raises)
+        return None, None  # composed afresh, and the file overwritten
 
 
 def _disk_put(key: tuple[str, ...], data: bytes) -> None:
