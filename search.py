@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         from sweeper.finalists import run_finalists
-        from sweeper.report import write_report
+        from sweeper.report import import_plotting, write_report
         from sweeper.storage import describe_storage
         from sweeper.study import run_study
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
               f"storage {describe_storage(settings.storage, settings.dir)}", file=sys.stderr)
         # this process's idle moment at the end of a phase (the others finishing their last
         # trials) imports the report's plotting (~1 s), instead of the report itself
-        warm = None if args.no_plots else _import_plotting
+        warm = None if args.no_plots else import_plotting
         study = run_study(settings, progress=not args.quiet, while_waiting=warm)
         run_finalists(settings, study, progress=not args.quiet, while_waiting=warm)
         summary = write_report(study, settings.dir, plots=not args.no_plots)
@@ -286,12 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     where = "pareto/" if "pareto" in summary else "best/"
     print(f"results: {settings.dir}/ (trials.csv, epochs.csv, plots/, {where}, summary.json)")
     return 0
-
-
-def _import_plotting() -> None:
-    from sweeper.plots import _setup
-
-    _setup()
 
 
 def _how(summary: dict) -> str:

@@ -112,7 +112,7 @@ def fit_folds(
     from .shuffle import Permutations  # numba: imported where training starts
 
     # batch order per fold: rng.permutation(n) of default_rng(seed), compiled
-    rngs = [Permutations(fold.seed) for fold in folds]
+    orders = [Permutations(fold.seed) for fold in folds]
     replay = base_lrs is not None and sch.name == "plateau"
     plateau = ReduceLROnPlateau(sch, cfg.optimizer.lr) if sch.name == "plateau" else None
     mode = monitor_mode(es.monitor, es.mode)
@@ -133,9 +133,9 @@ def fit_folds(
         used_lrs.append(base_lr)
         per_fold: list[tuple[float, float, float, float]] = []  # METRIC_KEYS of each fold
         finite = True
-        for fold, n, n_steps, rng in zip(folds, sizes, steps, rngs):
+        for fold, n, n_steps, order_of in zip(folds, sizes, steps, orders):
             lrs = epoch_lrs(epoch, n_steps, sch, base_lr, tr.epochs)
-            order = rng(n)
+            order = order_of(n)
             train_loss, train_acc = fold.engine.train_epoch(order, lrs, tr.batch_size)
             val_loss, val_acc = fold.engine.evaluate(fold.X_val, fold.T_val)
             per_fold.append((train_loss, train_acc, val_loss, val_acc))

@@ -174,15 +174,21 @@ def write_report(study, study_dir: Path, *, plots: bool = True) -> dict:
     from .forked import Forked
 
     if plots:  # imported here, before the fork: the child draws at once (~1 s earlier)
-        from .plots import _setup
-
-        _setup()
+        import_plotting()
     tables = Forked(_write_tables_of, _contents(study), study_dir, plots)
     summary = evaluate_best(study, study_dir) or {}
     drawn = tables.result()
     if plots:
         summary["plots"] = drawn
     return summary
+
+
+def import_plotting() -> None:
+    """Import and theme matplotlib and seaborn (~1 s), which the report's plots need: done
+    before its fork, or earlier where a CPU is idle (search.py)."""
+    from .plots import _setup
+
+    _setup()
 
 
 def write_tables(study, study_dir: Path, plots: bool, finalists: dict | None = None) -> list[str]:
