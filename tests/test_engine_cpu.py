@@ -289,9 +289,9 @@ def test_soft_targets_loss_matches_reference() -> None:
     "sizes", [(200, 2, (16, 16), 2, 32), (90, 20, (24, 9), 10, 16)], ids=["tiny", "ragged"]
 )
 def test_small_product_loops_match_reference(sizes: tuple) -> None:
-    """Every product below BLAS_MIN_FMAS runs as loops: rank-8 updates (k >= 8, with a
-    ragged rest of k), narrow outputs along the batch, transposed weight gradients; after
-    3 epochs of Adam they agree with the NumPy reference."""
+    """Every product below BLAS_MIN_FMAS runs as loops: vector stripes of 8 output rows with
+    masked ragged ends, narrow weight gradients transposed; after 3 epochs of Adam they agree
+    with the NumPy reference."""
     n, n_in, hidden, n_out, batch = sizes
     widths = (n_in, *hidden, n_out)
     assert max(batch * a * b for a, b in zip(widths, widths[1:])) < K.BLAS_MIN_FMAS
@@ -305,6 +305,61 @@ def test_small_product_loops_match_reference(sizes: tuple) -> None:
     want = train(ref, X, T, epochs=3, batch=batch, lr=opt.lr)
     np.testing.assert_allclose(fast.get_params(), ref.get_params(), rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("transposed", [False, True], ids=["A", "A.T"])
+def test_vector_product_against_exact_sums(dtype: type, transposed: bool) -> None:
+    """acc_nn (explicit machine vectors, masked at ragged row ends) against out + A @ B summed
+    exactly (float64 of float32 inputs, long double of float64 ones), within the error bound
+    of k fused multiply-adds, for shapes around the vector width and the 8-row blocks. out and
+    B are column slices of wider arrays: the columns beyond n hold sentinels that must stay
+    as they were (a masked-off lane is neither stored nor used)."""
+    rng = np.random.default_rng(7)
+    wide = np.longdouble if dtype is np.float64 else np.float64
+    eps = np.finfo(dtype).eps
+    for m, k, n in [(32, 16, 16), (35, 17, 20), (3, 5, 7), (1, 1, 1), (16, 32, 2), (9, 3, 33),
+                    (40, 7, 48), (8, 0, 5), (17, 2, 31)]:  # fmt: skip
+        A = rng.standard_normal((k, m) if transposed else (m, k)).astype(dtype)
+        A = A.T if transposed else A
+        B_full = np.full((k, n + 5), np.nan, dtype)
+        B_full[:, :n] = rng.standard_normal((k, n))
+        out_full = np.full((m + 1, n + 5), 123.0, dtype)
+        out_full[:m, :n] = rng.standard_normal((m, n))
+        B, out = B_full[:, :n], out_full[:m, :n]
+        exact = out.astype(wide) + A.astype(wide) @ B.astype(wide)
+        bound = (k + 1) * eps * (np.abs(out.astype(wide)) + np.abs(A.astype(wide)) @ np.abs(B.astype(wide)))
+        K.acc_nn(A, B, out)
+        assert np.all(np.abs(out.astype(wide) - exact) <= bound), (m, k, n)
+        assert np.all(out_full[m] == 123.0) and np.all(out_full[:, n:] == 123.0), (m, k, n)
+
+
+def test_vector_loads_stop_at_the_row_end() -> None:
+    """The masked loads read nothing past a row's end: B's last row ends on a page boundary
+    followed by an unreadable page (in a child process, which a stray read would kill)."""
+    import subprocess
+    import sys
+
+    code = """
+import ctypes, mmap, numpy as np
+from core.engines import _cpu_kernels as K
+page = mmap.PAGESIZE
+buf = mmap.mmap(-1, 2 * page)
+base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+libc = ctypes.CDLL(None)
+assert libc.mprotect(ctypes.c_void_p(base + page), page, 0) == 0  # PROT_NONE
+k, n = 3, 5
+B = np.frombuffer(buf, np.float32, count=k * n, offset=page - 4 * k * n).reshape(k, n)
+B[...] = 1.0
+A = np.ones((9, k), np.float32)
+out = np.zeros((9, n), np.float32)
+K.acc_nn(A, B, out)
+print(out.sum())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == str(float(9 * 3 * 5))
 
 
 def test_tanh_without_libm_matches_math_tanh() -> None:

@@ -96,10 +96,8 @@ class CpuEngine(Engine):
         self.Z, self.H, self.M, self.D = (np.zeros(batch * int(units.sum()), dt) for _ in range(4))
         # ping-pong (batch, units) gradients of the backward pass
         self.G1, self.G2 = (np.zeros(batch * int(self.sizes.max()), dt) for _ in range(2))
-        # transposes of the small-product loops: a W.T, or an (A.T, out.T) of a narrow output
-        widest = int(self.sizes.max())
-        scratch = max(int(np.max(self.sizes[:-1] * self.sizes[1:])), batch * (widest + 8))
-        self.S = np.zeros(scratch, dt)
+        # transposes of the small-product loops: a W.T, or the out.T of a narrow weight gradient
+        self.S = np.zeros(int(np.max(self.sizes[:-1] * self.sizes[1:])), dt)
         self.unit_off = batch * np.concatenate([[0], np.cumsum(units[:-1])]).astype(np.int64)
         self.capacity = batch
 
@@ -144,7 +142,7 @@ class CpuEngine(Engine):
         total, correct = K.evaluate(
             self.params, _c(X, self.dtype), _c(T, self.dtype), self.capacity, self.sizes,
             self.w_off, self.unit_off, self.acts, self.keep, self.scale, self.loss_code, self.hp,
-            self.Z, self.H, self.G1, self.S,
+            self.Z, self.H, self.G1,
         )  # fmt: skip
         acc = correct / n if is_classifier(self.spec.loss, self.spec.n_out) else float("nan")
         return total / n, acc
