@@ -310,11 +310,12 @@ def test_small_product_loops_match_reference(sizes: tuple) -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("transposed", [False, True], ids=["A", "A.T"])
 def test_vector_product_against_exact_sums(dtype: type, transposed: bool) -> None:
-    """acc_nn (explicit machine vectors, masked at ragged row ends) against out + A @ B summed
-    exactly (float64 of float32 inputs, long double of float64 ones), within the error bound
-    of k fused multiply-adds, for shapes around the vector width and the 8-row blocks. out and
-    B are column slices of wider arrays: the columns beyond n hold sentinels that must stay
-    as they were (a masked-off lane is neither stored nor used)."""
+    """product (explicit machine vectors, masked at ragged row ends) against bias + A @ B and
+    A @ B summed exactly (float64 of float32 inputs, long double of float64 ones), within the
+    error bound of k fused multiply-adds, for shapes around the vector width and the 8-row
+    blocks. out is a column slice of a wider array whose other columns and extra row hold 123,
+    which must stay (a masked-off lane is never stored); B and the bias are column slices
+    too."""
     rng = np.random.default_rng(7)
     wide = np.longdouble if dtype is np.float64 else np.float64
     eps = np.finfo(dtype).eps
@@ -324,14 +325,18 @@ def test_vector_product_against_exact_sums(dtype: type, transposed: bool) -> Non
         A = A.T if transposed else A
         B_full = np.full((k, n + 5), np.nan, dtype)
         B_full[:, :n] = rng.standard_normal((k, n))
-        out_full = np.full((m + 1, n + 5), 123.0, dtype)
-        out_full[:m, :n] = rng.standard_normal((m, n))
-        B, out = B_full[:, :n], out_full[:m, :n]
-        exact = out.astype(wide) + A.astype(wide) @ B.astype(wide)
-        bound = (k + 1) * eps * (np.abs(out.astype(wide)) + np.abs(A.astype(wide)) @ np.abs(B.astype(wide)))
-        K.acc_nn(A, B, out)
-        assert np.all(np.abs(out.astype(wide) - exact) <= bound), (m, k, n)
-        assert np.all(out_full[m] == 123.0) and np.all(out_full[:, n:] == 123.0), (m, k, n)
+        bias_full = np.full((1, n + 5), np.nan, dtype)
+        bias_full[:, :n] = rng.standard_normal(n)
+        B, bias = B_full[:, :n], bias_full[:, :n]
+        for use_bias in (True, False):
+            out_full = np.full((m + 1, n + 5), 123.0, dtype)
+            out = out_full[:m, :n]
+            start = bias.astype(wide) if use_bias else np.zeros((1, n), wide)
+            exact = start + A.astype(wide) @ B.astype(wide)
+            bound = (k + 1) * eps * (np.abs(start) + np.abs(A.astype(wide)) @ np.abs(B.astype(wide)))
+            K.product(A, B, out, bias, use_bias)
+            assert np.all(np.abs(out.astype(wide) - exact) <= bound), (m, k, n, use_bias)
+            assert np.all(out_full[m] == 123.0) and np.all(out_full[:, n:] == 123.0), (m, k, n)
 
 
 def test_vector_loads_stop_at_the_row_end() -> None:
@@ -353,7 +358,7 @@ B = np.frombuffer(buf, np.float32, count=k * n, offset=page - 4 * k * n).reshape
 B[...] = 1.0
 A = np.ones((9, k), np.float32)
 out = np.zeros((9, n), np.float32)
-K.acc_nn(A, B, out)
+K.product(A, B, out, out, False)
 print(out.sum())
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

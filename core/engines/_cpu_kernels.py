@@ -79,14 +79,6 @@ def vec(buf: np.ndarray, offset: int, n: int) -> np.ndarray:
 INLINE = "always"
 
 
-@njit(cache=True, error_model="numpy", inline=INLINE)
-def fill(a: np.ndarray, value: float) -> None:
-    """a[...] = value for a 2-D array (explicit loops: cheaper than slice assignment here)."""
-    for i in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            a[i, j] = value
-
-
 # Small products are written with explicit vectors: numba's loop vectoriser, given a 16-wide
 # output row with a trip count known only at run time, runs it as a single vector iteration
 # behind checks that cost as much as the work (32x16x16 at ~23 multiply-adds a ns, 46 % of a
@@ -194,25 +186,37 @@ def lanes(typingctx, arr):
     return types.intp(arr), lambda context, builder, sig, args: context.get_constant(types.intp, n)
 
 
+@intrinsic
+def vzero(typingctx, arr):
+    """A Vector of zeros of arr's dtype."""
+    vec = _vector_of(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vec), None)
+
+    return vec(arr), codegen
+
+
 @njit(cache=True, error_model="numpy")
-def acc_nn(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
-    """out (m, n) += A (m, k) @ B (k, n) for B and out with contiguous rows; A may be a
-    transposed (F-ordered) view. Column stripes one Vector wide (the last one masked); in each,
-    eight output rows at a time accumulate in registers over all of k, sharing each load of
-    B's row: out[i, j] = out[i, j] + A[i, 0] B[0, j] + A[i, 1] B[1, j] + ..., fused
-    multiply-adds in that order. 32x16x16 in float32: 186 against 420 ns for the loops it
-    replaced (rank-8 updates of each output row)."""
+def product(A: np.ndarray, B: np.ndarray, out: np.ndarray, bias: np.ndarray,
+            use_bias: bool) -> None:
+    """out (m, n) = A (m, k) @ B (k, n), plus bias[0] (a (1, n) row) with use_bias, for B, out
+    and bias with contiguous rows; A may be a transposed (F-ordered) view. Column stripes one
+    Vector wide (the last one masked); in each, eight output rows at a time accumulate in
+    registers over all of k, sharing each load of B's row, and are stored once:
+    out[i, j] = bias[j] + A[i, 0] B[0, j] + A[i, 1] B[1, j] + ..., fused multiply-adds in
+    that order (from 0 without bias). 32x16x16 in float32: 186 against 420 ns for the loops
+    it replaced (rank-8 updates of each output row); starting from registers rather than from
+    a filled out saves the fill and the reload of fresh stores."""
     m, k = A.shape
     n = B.shape[1]
     width = lanes(out)
     m8 = m - m % 8
     for j in range(0, n, width):
         w = min(width, n - j)
+        start = vload(bias, 0, j, w) if use_bias else vzero(out)
         for i in range(0, m8, 8):
-            c0, c1 = vload(out, i, j, w), vload(out, i + 1, j, w)
-            c2, c3 = vload(out, i + 2, j, w), vload(out, i + 3, j, w)
-            c4, c5 = vload(out, i + 4, j, w), vload(out, i + 5, j, w)
-            c6, c7 = vload(out, i + 6, j, w), vload(out, i + 7, j, w)
+            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = start
             for p in range(k):
                 b = vload(B, p, j, w)
                 c0, c1 = vfma(A[i, p], b, c0), vfma(A[i + 1, p], b, c1)
@@ -228,7 +232,7 @@ def acc_nn(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
             vstore(out, i + 6, j, w, c6)
             vstore(out, i + 7, j, w, c7)
         for i in range(m8, m):
-            c = vload(out, i, j, w)
+            c = start
             for p in range(k):
                 c = vfma(A[i, p], vload(B, p, j, w), c)
             vstore(out, i, j, w, c)
@@ -236,24 +240,22 @@ def acc_nn(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
 
 @njit(cache=True, error_model="numpy", inline=INLINE)
 def add_bias(z: np.ndarray, b: np.ndarray) -> None:
+    """z += b[0] for a (1, n) bias row."""
     for s in range(z.shape[0]):
         for j in range(z.shape[1]):
-            z[s, j] += b[j]
+            z[s, j] += b[0, j]
 
 
 @njit(cache=True, error_model="numpy", inline=INLINE)
 def dense_forward(A: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out (m, n) = A (m, k) @ W (k, n) + b (n,)."""
+    """out (m, n) = A (m, k) @ W (k, n) + b[0] for a (1, n) bias row."""
     m, k = A.shape
     n = W.shape[1]
     if m * k * n >= BLAS_MIN_FMAS:
         np.dot(A, W, out)
         add_bias(out, b)
         return
-    for i in range(m):
-        for j in range(n):
-            out[i, j] = b[j]
-    acc_nn(A, W, out)
+    product(A, W, out, b, True)
 
 
 @njit(cache=True, error_model="numpy", inline=INLINE)
@@ -266,12 +268,10 @@ def mm_tn(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) ->
         np.dot(A.T, B, out)
         return
     if n >= k:
-        fill(out, 0.0)
-        acc_nn(A.T, B, out)
+        product(A.T, B, out, out, False)
         return
-    out_t = view(scratch, 0, n, k)  # narrow output: accumulate out.T = B.T @ A
-    fill(out_t, 0.0)
-    acc_nn(B.T, A, out_t)
+    out_t = view(scratch, 0, n, k)  # narrow output: out.T = B.T @ A
+    product(B.T, A, out_t, out_t, False)
     for i in range(k):
         for j in range(n):
             out[i, j] = out_t[j, i]
@@ -290,8 +290,7 @@ def mm_nt(A: np.ndarray, B: np.ndarray, out: np.ndarray, scratch: np.ndarray) ->
     for i in range(k):
         for j in range(n):
             B_t[j, i] = B[i, j]
-    fill(out, 0.0)
-    acc_nn(A, B_t, out)
+    product(A, B_t, out, out, False)
 
 
 @njit(cache=True, error_model="numpy", inline=INLINE)
@@ -707,7 +706,7 @@ def forward(
     for layer in range(n_layers):
         k_in, k_out = sizes[layer], sizes[layer + 1]
         W = view(params, w_off[layer], k_in, k_out)
-        b = vec(params, w_off[layer] + k_in * k_out, k_out)
+        b = view(params, w_off[layer] + k_in * k_out, 1, k_out)
         z = view(Z, unit_off[layer], bs, k_out)
         dense_forward(a, W, b, z)
         if layer == n_layers - 1:
