@@ -321,12 +321,13 @@ def column_sums(dz: np.ndarray, db: np.ndarray) -> None:
 # ln 2; Taylor degree 13 for exp(r)) and tanh = 1 - 2 / (e + 1); |x| >= 20 gives 1. Within
 # 4 ulp of math.tanh; 3.4 ns an element.
 # float32 (every search trial), in float32 arithmetic on twice the lanes: below
-# TANH_SMALL32, tanh = x + x^3 P(x^2) with P of degree 5 fitted here to tanh's relative
-# error on [0, 0.75] (weighted least squares towards the minimax: 1.6e-9, against half an
-# ulp of 3e-8); above, 1 - 2 / (e + 1) as for float64, exp(r) of Taylor degree 7 and 2^n
-# added to the exponent bits; |x| >= 10 gives 1. Within 1.1 ulp of the exact value (the
-# nearest float in ~97 % of cases; tests/test_engine_cpu.py), as NumPy's float32 tanh is
-# not correctly rounded either. 0.7 against 3.4 ns an element (float64 arithmetic, then
+# TANH_SMALL32, tanh = x + x^3 P(x^2) with P of degree 5 fitted to tanh's relative error on
+# [0, 0.75] by scripts/fit_tanh32.py (weighted least squares towards the minimax: 1.6e-9,
+# against half an ulp of 3e-8); above, 1 - 2 / (e + 1) as for float64, exp(r) of Taylor
+# degree 7 and 2^n added to the exponent bits; |x| >= 10 gives 1. Within 1.14 ulp of the
+# exact value over every float32 of [1e-4, 10], the nearest float for 98 % of them (the
+# script checks this; tests/test_engine_cpu.py samples it): NumPy's float32 tanh is not
+# correctly rounded either. 0.7 against 3.4 ns an element (float64 arithmetic, then
 # rounded, before).
 TANH_SMALL = 0.34657359027997264  # ln 2 / 2
 LN2_HI, LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm's split
