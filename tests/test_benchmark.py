@@ -45,8 +45,10 @@ def test_targets_compare_times_and_mark_missing_contestants(bench) -> None:
          "us_per_step": 3.9},
         {"workload": tiny, "implementation": "numpy loop", "seconds": 0.7},
         {"workload": tiny, "implementation": "pytorch"},  # not installed: no time
+        {"workload": wide, "implementation": "products only", "seconds": 0.4, "gflops": 171.0},
     ]
-    wide_torch, tiny_torch, tiny_loop, wide_peak, tiny_step = bench.targets(rows, peak=190.0)
+    goals = bench.targets(rows, peak=190.0)
+    wide_torch, tiny_torch, tiny_loop, wide_peak, tiny_step, ceiling = goals
     assert wide_torch["measured"] == pytest.approx(3.2) and wide_torch["met"] is True
     assert tiny_loop["measured"] == pytest.approx(14.0) and tiny_loop["met"] is False
     assert math.isnan(tiny_torch["measured"]) and tiny_torch["met"] is None
@@ -54,6 +56,9 @@ def test_targets_compare_times_and_mark_missing_contestants(bench) -> None:
     assert tiny_step["measured"] == 3.9 and tiny_step["met"] is True
     assert "75%" in wide_peak["target"] and "3x pytorch" in wide_torch["target"]
     assert "100x pytorch" in tiny_torch["target"] and "20x numpy loop" in tiny_loop["target"]
+    # the products alone: the reference of the 75 % target, never met or missed
+    assert ceiling["measured"] == pytest.approx(90.0) and ceiling["met"] is None
+    assert "products alone" in ceiling["target"]
 
 
 def test_flops_count_real_matrix_products(bench) -> None:
