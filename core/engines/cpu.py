@@ -3,9 +3,9 @@
 Parameters, gradient and optimizer state are the flat vectors of ``core/network.py``; the
 trainer's batch order and per-step learning rates go straight into
 ``_cpu_kernels.train_epoch``, which gathers, runs forward and backward (matrix products through
-BLAS for big layers, plain loops for tiny ones), applies L1/L2, clipping and the optimizer
-update for every minibatch with no allocation per step. Float64 training matches the NumPy
-reference engine to rounding.
+BLAS for big layers, loops of explicit machine vectors for small ones), applies L1/L2,
+clipping and the optimizer update for every minibatch with no allocation per step. Float64
+training matches the NumPy reference engine to rounding.
 
 Dropout masks come from a counter-based generator in the kernel (SplitMix64 of a key and
 an element counter), keyed at the start of every epoch from (engine seed, epoch number):
