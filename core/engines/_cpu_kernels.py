@@ -353,7 +353,7 @@ TANH_SMALL32, TANH_CAP32 = np.float32(0.75), np.float32(10.0)
 T0, T1, T2, T3, T4, T5 = (np.float32(c) for c in (
     -0.33333315124865737, 0.1333269410771202, -0.05389272622388696, 0.021452040491038146,
     -0.00765726452275046, 0.0017369409454462289))  # fmt: skip
-E0, E1, E2, E3, E4, E5, E6, E7 = (np.float32(1.0 / math.factorial(k)) for k in range(8))
+E0, E1, E2, E3, E4, E5, E6, E7 = (np.float32(c) for c in (C0, C1, C2, C3, C4, C5, C6, C7))
 LN2_HI32, LN2_LO32 = np.float32(0.693145751953125), np.float32(1.428606765330187e-06)
 INV_LN2_32, ONE_F32, TWO_F32, HALF_F32 = (np.float32(c) for c in (INV_LN2, 1.0, 2.0, 0.5))
 
